@@ -1,0 +1,52 @@
+"""The `fxbench` command line. Each command group lives in its own module with a ``register(app)``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from ..errors import FxbenchError
+
+app = typer.Typer(
+    name="fxbench",
+    help="Robustness and explanation benchmark for fracture classifiers on radiographs (FracAtlas).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Command modules, in the order of the pipeline. Each defines register(app).
+COMMAND_MODULES = ["data", "submission", "run", "leaderboard", "train"]
+
+
+def _register_all() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"{__name__}.{name}":
+                continue
+            raise
+        module.register(app)
+
+
+_register_all()
+
+
+def fail(message: str) -> "typer.Exit":
+    """Print a user-facing problem as one paragraph and return the exit for code 2."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=2)
+
+
+def main() -> None:
+    try:
+        app()
+    except FxbenchError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished shards are kept; run the same command again to resume.", err=True)
+        sys.exit(130)

@@ -1,0 +1,74 @@
+"""The versioned benchmark definition: benchmark.yaml plus one YAML spec per battery, each with presets.
+
+A battery spec file holds ``name``, ``version`` and one mapping per preset (``full``, ``quick``). The resolved
+configuration of a run is hashed (``config_hash``) so that every result names exactly what produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import yaml
+
+from .errors import FxbenchError
+from .paths import SPECS_DIR
+
+PRESETS = ("quick", "full")
+
+
+@dataclass(frozen=True)
+class BenchmarkDefinition:
+    version: str
+    raw: dict[str, Any]
+    batteries: dict[str, dict[str, Any]]  # battery name -> whole spec file
+
+    @property
+    def seed(self) -> int:
+        return int(self.raw.get("seed", 0))
+
+    @property
+    def bootstrap(self) -> dict[str, Any]:
+        return dict(self.raw["bootstrap"])
+
+    @property
+    def dataset_fingerprint(self) -> str | None:
+        from .data.manifest import manifest_fingerprint
+
+        return self.raw["dataset"].get("fingerprint") or manifest_fingerprint()
+
+    def battery_config(self, battery: str, preset: str) -> dict[str, Any]:
+        if preset not in PRESETS:
+            raise FxbenchError(f"Unknown preset {preset!r}: choose one of {', '.join(PRESETS)}.")
+        spec = self.batteries[battery]
+        return {"name": spec["name"], "version": spec["version"], **spec[preset]}
+
+    def resolved(self, preset: str) -> dict[str, Any]:
+        """Everything that determines the numbers of a run with this preset."""
+        return {
+            "version": self.version,
+            "preset": preset,
+            "dataset": {**self.raw["dataset"], "fingerprint": self.dataset_fingerprint},
+            "bootstrap": self.bootstrap,
+            "batteries": {b: self.battery_config(b, preset) for b in self.raw["batteries"]},
+        }
+
+    def config_hash(self, preset: str) -> str:
+        blob = json.dumps(self.resolved(preset), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@lru_cache(maxsize=None)
+def load_definition(version: str = "v1") -> BenchmarkDefinition:
+    folder = SPECS_DIR / version
+    if not folder.is_dir():
+        known = sorted(p.name for p in SPECS_DIR.iterdir() if p.is_dir())
+        raise FxbenchError(f"Unknown benchmark version {version!r}; known: {', '.join(known)}.")
+    raw = yaml.safe_load((folder / "benchmark.yaml").read_text())
+    batteries = {}
+    for name in raw["batteries"]:
+        batteries[name] = yaml.safe_load((folder / f"{name}.yaml").read_text())
+    return BenchmarkDefinition(version=raw["version"], raw=raw, batteries=batteries)

@@ -1,0 +1,27 @@
+"""Errors a user can act on. The CLI turns them into one paragraph and exit code 2, never a traceback."""
+
+
+class FxbenchError(Exception):
+    """Bad input or an unusable environment: the message names the file, field or problem."""
+
+    exit_code = 2
+
+
+class DataError(FxbenchError):
+    """The FracAtlas source or a prepared dataset is missing, malformed or inconsistent."""
+
+
+class SubmissionError(FxbenchError):
+    """A model.yaml, checkpoint or model that cannot be accepted."""
+
+
+class ResultError(FxbenchError):
+    """A result file that fails the schema or does not belong where it was found."""
+
+
+class DeviceError(FxbenchError):
+    """A device that was asked for and is not available."""
+
+
+class EvaluationBug(RuntimeError):
+    """An internal check failed (e.g. an adversarial example that does not verify): a bug, fail loudly."""

@@ -1,0 +1,100 @@
+"""Shared fixtures: small models with known behaviour and synthetic canonical data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fxbench.battery import DatasetInfo, EvalSet
+from fxbench.models import wrap
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_FRACATLAS = REPO.parent / "shared" / "data" / "fracatlas"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """Every test gets its own FXBENCH_HOME: no test reads or writes the user's cache."""
+    monkeypatch.setenv("FXBENCH_HOME", str(tmp_path_factory.mktemp("fxbench-home")))
+
+
+@pytest.fixture(scope="session")
+def shared_fracatlas() -> Path:
+    if not (SHARED_FRACATLAS / "dataset.csv").exists():
+        pytest.skip("full FracAtlas copy not present at ../shared/data/fracatlas")
+    return SHARED_FRACATLAS
+
+
+def make_evalset(n: int = 8, seed: int = 0, size: int = 224) -> EvalSet:
+    """Synthetic canonical images: half fractured, each fractured image with a square mask."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, size, size, generator=g)
+    y = torch.tensor([i % 2 for i in range(n)], dtype=torch.int64)
+    masks = torch.zeros(n, 1, size, size, dtype=torch.bool)
+    for i in range(n):
+        if y[i]:
+            r, c = 40 + 10 * i % 100, 60 + 7 * i % 100
+            masks[i, 0, r : r + 40, c : c + 30] = True
+    ids = [f"IMG{9000000 + i:07d}" for i in range(n)]
+    meta = pd.DataFrame(
+        {
+            "image_id": ids,
+            "label": y.numpy(),
+            "split": "test",
+            "hardware": [i % 4 == 1 for i in range(n)],
+            "hand": [i % 3 == 0 for i in range(n)],
+            "leg": [i % 3 == 1 for i in range(n)],
+            "hip": [i % 3 == 2 for i in range(n)],
+            "shoulder": False,
+            "mixed": False,
+            "view": "frontal",
+        }
+    )
+    info = DatasetInfo(name="synthetic", fingerprint="0" * 64, split="eval", n=n, leaderboard_eligible=False)
+    return EvalSet(ids=ids, x=x, y=y, masks=masks, meta=meta, dataset=info)
+
+
+@pytest.fixture
+def evalset() -> EvalSet:
+    return make_evalset()
+
+
+def tiny_timm(num_classes: int = 2, in_chans: int = 1, seed: int = 0) -> torch.nn.Module:
+    import timm
+
+    torch.manual_seed(seed)
+    return timm.create_model("test_resnet", pretrained=False, num_classes=num_classes, in_chans=in_chans)
+
+
+@pytest.fixture
+def tiny_model():
+    """timm's test_resnet (~370k parameters) wrapped canonically, 1 input channel, 2 logits."""
+    return wrap(tiny_timm(), channels=1, mean=(0.5,), std=(0.25,))
+
+
+class LinearPixels(torch.nn.Module):
+    """z = w . x + b over the canonical pixels: attacks and saliency computable by hand."""
+
+    def __init__(self, w: torch.Tensor, b: float = 0.0, two_logits: bool = True):
+        super().__init__()
+        self.w = torch.nn.Parameter(w.reshape(1, -1).clone())
+        self.b = torch.nn.Parameter(torch.tensor([float(b)]))
+        self.two_logits = two_logits
+
+    def forward(self, x):
+        z = x.flatten(1) @ self.w.t() + self.b
+        return torch.cat([-z / 2, z / 2], dim=1) if self.two_logits else z
+
+
+def linear_model(w: torch.Tensor, b: float = 0.0, two_logits: bool = True):
+    return wrap(LinearPixels(w, b, two_logits), channels=1, mean=(0.0,), std=(1.0,),
+                num_classes=2 if two_logits else 1)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
