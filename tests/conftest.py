@@ -98,3 +98,35 @@ def linear_model(w: torch.Tensor, b: float = 0.0, two_logits: bool = True):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+class CliResult:
+    def __init__(self, exit_code: int, stdout: str, stderr: str):
+        self.exit_code, self.stdout, self.stderr = exit_code, stdout, stderr
+
+    def __repr__(self) -> str:
+        return f"CliResult(exit_code={self.exit_code}, stdout={self.stdout[-500:]!r}, stderr={self.stderr[-500:]!r})"
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """Run the real entry point in-process: ``cli("data", "info", "--json")`` -> CliResult.
+
+    Goes through fxbench.cli.main, so FxbenchError -> message on stderr + exit code 2, as for a user.
+    """
+    import sys
+
+    from fxbench.cli import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "argv", ["fxbench", *map(str, args)])
+        code = 0
+        try:
+            main()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+
+    return run

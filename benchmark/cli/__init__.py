@@ -17,6 +17,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+@app.callback()
+def _root() -> None:
+    """Robustness and explanation benchmark for fracture classifiers on radiographs (FracAtlas)."""
+
+
 # Command modules, in the order of the pipeline. Each defines register(app).
 COMMAND_MODULES = ["data", "submission", "run", "leaderboard", "train"]
 

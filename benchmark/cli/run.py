@@ -1,0 +1,112 @@
+"""`fxbench run PATH`: evaluate one submission and write OUT/<id>/result.json + samples.parquet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..run import Progress as RunProgress
+from ..run import RunResult, run_submission
+
+SUMMARY_METRICS = [
+    ("clean/accuracy", "clean accuracy"),
+    ("clean/balanced_accuracy", "clean balanced accuracy"),
+    ("clean/sensitivity", "clean sensitivity"),
+    ("clean/specificity", "clean specificity"),
+    ("clean/auroc", "clean AUROC"),
+]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+
+
+def run(
+    path: Path = typer.Argument(..., help="A submission's model.yaml, or the folder holding it."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Prepared dataset folder (default: FXBENCH_HOME's, else the embedded subset)."),
+    preset: str = typer.Option("auto", "--preset", help="quick | full | auto (full on CUDA, quick on the CPU)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
+    out: Path = typer.Option(Path("runs"), "--out", help="Output folder; the result goes to OUT/<id>/."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only N images (class-balanced); not leaderboard-eligible."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed (default: the benchmark definition's)."),
+    trust_code: bool = typer.Option(False, "--trust-code", help="Allow a model.yaml entrypoint (runs the submitter's Python code)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; errors and the result path only."),
+) -> None:
+    """Run the robustness and explanation batteries on a submission."""
+    console = Console(stderr=True, quiet=quiet)
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, disable=quiet, transient=False,
+    )
+    state: dict = {}
+
+    def start(total: int) -> None:
+        state["task"] = bar.add_task("shards", total=total)
+        bar.start()
+
+    def advance(battery: str, key: str, resumed: bool) -> None:
+        what = f"{battery} {key}" + (" (resumed)" if resumed else "")
+        bar.update(state["task"], advance=1, description=what)
+
+    def note(message: str) -> None:
+        console.print(f"[yellow]note:[/] {message}")
+
+    try:
+        result = run_submission(
+            path, data=data, preset=preset, device=device, out=out, limit=limit, seed=seed,
+            trust_code=trust_code, progress=RunProgress(start=start, advance=advance, note=note),
+        )
+    finally:
+        bar.stop()
+    if quiet:
+        typer.echo(str(result.out_dir / "result.json"))
+        return
+    print_summary(result, Console())
+
+
+def _fmt(m: dict | None) -> str:
+    if not m or m["value"] is None:
+        return "n/a"
+    ci = "" if m["ci_low"] is None else f" [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
+    return f"{m['value']:.3f}{ci}"
+
+
+def print_summary(run: RunResult, console: Console) -> None:
+    r = run.result
+    metrics = r["metrics"]
+    ds = r["benchmark"]["dataset"]
+    table = Table(title=f"{r['submission']['id']}: {r['submission']['name']}", show_lines=False)
+    table.add_column("metric")
+    table.add_column("value [95% CI]", justify="right")
+    table.add_column("n", justify="right")
+    rows = list(SUMMARY_METRICS)
+    budgets = sorted({k.split("/")[1] for k in metrics if k.startswith("robust/")}, key=_budget_key)
+    rows += [(f"robust/{b}/accuracy", f"robust accuracy {b}") for b in budgets]
+    rows += [(f"robust/{b}/sensitivity", f"robust sensitivity {b}") for b in budgets if b == "linf-4"]
+    methods = sorted({k.split("/")[1] for k in metrics if k.startswith("xai/")})
+    rows += [(f"xai/{m}/relevance_mass_accuracy", f"{m}: relevance mass accuracy") for m in methods]
+    for mid, label in rows:
+        if mid in metrics:
+            table.add_row(label, _fmt(metrics[mid]), str(metrics[mid]["n"]))
+    console.print(table)
+    console.print(
+        f"data: {ds['name']} ({ds['n']} images, fingerprint {ds['fingerprint'][:12]}), preset "
+        f"{r['benchmark']['preset']}, device {r['provenance']['device']}, "
+        f"{r['provenance']['duration_s']:.0f} s; shards run {run.shards_run}, resumed {run.shards_resumed}"
+    )
+    for f in r["flags"]:
+        console.print(f"[yellow]flag {f['code']}:[/] {f['message']}")
+    console.print(f"result: {run.out_dir / 'result.json'}")
+
+
+def _budget_key(b: str) -> tuple:
+    norm, _, eps = b.partition("-")
+    try:
+        return (norm != "linf", float(eps))
+    except ValueError:
+        return (norm != "linf", 0.0)
