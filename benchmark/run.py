@@ -27,7 +27,7 @@ import torch
 
 from . import __version__
 from .battery import Battery, BatteryResult, EvalSet, Flag, RunContext, ShardOutput
-from .definition import load_definition
+from .definition import PRESETS, load_definition
 from .errors import FxbenchError
 from .io import atomic_write, atomic_write_bytes, replace_dir
 from .registry import Registry
@@ -97,6 +97,8 @@ def run_submission(
     if limit is not None and limit < 2:
         raise FxbenchError(f"--limit {limit}: need at least 2 images (one per class)")
 
+    if preset not in ("auto", *PRESETS):
+        raise FxbenchError(f"--preset {preset!r}: choose one of auto, {', '.join(PRESETS)}.")
     definition = load_definition(version)
     dev = resolve_device(device)
     preset = resolve_preset(preset, dev)

@@ -1,1 +1,12 @@
-"""fxbench.explanations"""
+"""fxbench.explanations: Captum attributions of the fracture logit, scored by Quantus against expert masks."""
+
+from .battery import ExplanationBattery
+from .config import XaiConfig, parse_config
+from .methods import METHODS, UnsupportedMethod, attribute
+from .metrics import METRICS, MetricInputs, Scores, coverage
+from .references import REFERENCES, reference_maps
+
+__all__ = [
+    "ExplanationBattery", "XaiConfig", "parse_config", "METHODS", "UnsupportedMethod", "attribute", "METRICS",
+    "MetricInputs", "Scores", "coverage", "REFERENCES", "reference_maps",
+]

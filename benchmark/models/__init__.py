@@ -1,5 +1,24 @@
 """Submission loading: model.yaml -> verified checkpoint -> CanonicalModel."""
 
+from .device import resolve_device
+from .factory import create_model, find_gradcam_layer
+from .spec import ModelSpec
+from .submission import Submission, load_submission
+from .validate import Check, ValidationReport, check_model_outputs, validate_submission
 from .wrapper import CANONICAL_SIZE, CanonicalModel, wrap
 
-__all__ = ["CANONICAL_SIZE", "CanonicalModel", "wrap"]
+__all__ = [
+    "CANONICAL_SIZE",
+    "CanonicalModel",
+    "Check",
+    "ModelSpec",
+    "Submission",
+    "ValidationReport",
+    "check_model_outputs",
+    "create_model",
+    "find_gradcam_layer",
+    "load_submission",
+    "resolve_device",
+    "validate_submission",
+    "wrap",
+]

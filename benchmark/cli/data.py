@@ -1,0 +1,115 @@
+"""`fxbench data ...`: prepare the FracAtlas benchmark dataset and report what it holds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import DataError
+
+data_app = typer.Typer(help="Prepare and inspect the FracAtlas benchmark dataset.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(data_app, name="data")
+
+
+@data_app.command("prepare")
+def prepare_cmd(
+    source: Optional[Path] = typer.Option(None, "--source", help="A FracAtlas release in its own layout."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the dataset [default: FXBENCH_HOME]."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Decoding processes [default: CPUs]."),
+    download: bool = typer.Option(False, "--download", help="Fetch the release archive first (sha256-checked)."),
+    url: Optional[str] = typer.Option(None, "--url", help="Archive URL (mirror) [env FXBENCH_FRACATLAS_URL]."),
+    sha256: Optional[str] = typer.Option(None, "--sha256", help="Expected archive digest, overrides the pin."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Validate a FracAtlas release and write the canonical 224 x 224 dataset (atomically)."""
+    from ..data.download import download_release
+    from ..data.prepare import prepare
+
+    if download == (source is not None):
+        raise DataError("give exactly one of --source DIR or --download.")
+    if download:
+        got = download_release(url=url, sha256=sha256)
+        if not quiet:
+            typer.echo(f"verified {got.url} (sha256 {got.sha256}); unpacked at {got.root}")
+        source = got.root
+    report = prepare(source, out=out, workers=workers)
+    typer.echo(f"wrote {report.path}: {report.counts['all']['n']} images "
+               f"({report.counts['all']['n_fracture']} fractured), {len(report.excluded)} excluded, "
+               f"{report.seconds:.1f} s with {report.workers} worker(s)")
+    typer.echo(f"fingerprint {report.fingerprint}")
+    if report.manifest.status in ("match", "no-manifest"):
+        typer.echo(f"manifest: {report.manifest.message}")
+    else:
+        typer.echo(f"warning: {report.manifest.message}", err=True)
+
+
+@data_app.command("info")
+def info_cmd(
+    data: Optional[Path] = typer.Option(None, "--data", help="A prepared dataset [default: FXBENCH_HOME]."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+) -> None:
+    """Fingerprint, counts per split and class, and every exclusion with its reason."""
+    from ..data import resolve_data
+
+    src = resolve_data(data)
+    info = src.info
+    doc = {
+        "name": src.name,
+        "path": str(src.path),
+        "embedded": src.embedded,
+        "leaderboard_eligible": src.leaderboard_eligible,
+        "manifest": src.manifest_status,
+        "fingerprint": src.fingerprint,
+        "splits": info["counts"],
+        "excluded": info["excluded"],
+        "flags": info.get("flags", {}),
+    }
+    if src.embedded:
+        typer.echo(f"note: using {src.describe()}", err=True)
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2, sort_keys=True))
+        return
+    typer.echo(f"{src.name} at {src.path}")
+    typer.echo(f"fingerprint  {src.fingerprint}")
+    typer.echo(f"manifest     {src.manifest_status}; leaderboard-eligible: {'yes' if src.leaderboard_eligible else 'no'}")
+    typer.echo(f"{'split':<8}{'images':>8}{'fracture':>10}{'no fracture':>13}")
+    for name in ("train", "valid", "test", "eval", "all"):
+        c = info["counts"][name]
+        typer.echo(f"{name:<8}{c['n']:>8}{c['n_fracture']:>10}{c['n'] - c['n_fracture']:>13}")
+    for flag, n in doc["flags"].items():
+        typer.echo(f"flag {flag}: {n} image(s)")
+    typer.echo(f"excluded: {len(info['excluded'])}")
+    for e in info["excluded"]:
+        typer.echo(f"  {e['image_id']}: {e['reason']}")
+
+
+@data_app.command("embed")
+def embed_cmd(
+    data: Optional[Path] = typer.Option(None, "--data", help="The prepared full dataset [default: FXBENCH_HOME]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="[default: the package's data/embedded folder]"),
+) -> None:
+    """Maintainers: rebuild the embedded subset from a prepared full dataset."""
+    from ..data.embedded import EMBEDDED_DIR, build_embedded
+    from ..paths import default_data_dir
+
+    info = build_embedded(data or default_data_dir(), out=out or EMBEDDED_DIR)
+    typer.echo(f"wrote {out or EMBEDDED_DIR}: {info['counts']['all']['n']} images, fingerprint {info['fingerprint']}")
+
+
+@data_app.command("manifest")
+def manifest_cmd(
+    variant: str = typer.Option(..., "--variant", help="downscaled-512 or figshare-original"),
+    data: Optional[Path] = typer.Option(None, "--data", help="The prepared full dataset [default: FXBENCH_HOME]."),
+) -> None:
+    """Maintainers: record a prepared dataset's split lists and fingerprint in manifest/splits-v1.json."""
+    from ..data.manifest import MANIFEST_PATH, update_manifest
+    from ..paths import default_data_dir
+
+    raw = update_manifest(data or default_data_dir(), variant=variant)
+    typer.echo(f"updated {MANIFEST_PATH}: variant {variant}, reference fingerprint {raw['fingerprint']}")

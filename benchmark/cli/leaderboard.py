@@ -1,0 +1,68 @@
+"""`fxbench leaderboard` and `fxbench compare`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+RESULTS = Path("leaderboard/results")
+OUT = Path("leaderboard")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("leaderboard")(leaderboard)
+    app.command("compare")(compare)
+
+
+def leaderboard(
+    results: Path = typer.Option(RESULTS, "--results", help="The results store: RESULTS/<version>/<id>.json."),
+    out: Path = typer.Option(OUT, "--out", help="Where README.md, leaderboard.csv/.json and site/ go."),
+    check: bool = typer.Option(False, "--check", help="Write nothing; exit 1 if the files in OUT are stale."),
+) -> None:
+    """Generate the leaderboard (tables, CSV/JSON, static site) from the results store."""
+    from ..leaderboard.generate import build_leaderboard, check_leaderboard, write_leaderboard
+
+    board = build_leaderboard(results_dir=results)
+    what = ", ".join(f"{v}: {n} submission(s)" for v, n in sorted(board.counts.items()))
+    if check:
+        report = check_leaderboard(board, out_dir=out)
+        if report.ok:
+            typer.echo(f"{out}: up to date ({len(board.files)} files; {what})")
+            return
+        for kind, paths in (("stale", report.stale), ("missing", report.missing), ("extra", report.extra)):
+            for p in paths:
+                typer.echo(f"{kind}: {out / p}", err=True)
+        typer.echo(f"{out}: out of date; run `fxbench leaderboard` and commit the result", err=True)
+        raise typer.Exit(code=1)
+    write_leaderboard(board, out_dir=out)
+    typer.echo(f"wrote {len(board.files)} files to {out} ({what})")
+
+
+def compare(
+    a: str = typer.Argument(..., help="Result A: a result.json, its folder, or a submission id ([version/]id)."),
+    b: str = typer.Argument(..., help="Result B, likewise. Differences are B - A."),
+    metric: Optional[list[str]] = typer.Option(None, "--metric", help="Only metrics starting with this (repeatable)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    results: Path = typer.Option(RESULTS, "--results", help="Results store for submission ids."),
+    resamples: Optional[int] = typer.Option(None, "--resamples", help="Bootstrap resamples (default: the benchmark's)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Bootstrap seed (default: the benchmark's)."),
+) -> None:
+    """Paired differences (B - A) of every shared metric, with paired bootstrap CIs and p-values."""
+    from ..errors import FxbenchError
+    from ..io import canonical_json
+    from ..leaderboard.compare import compare_results, format_table, resolve_result
+
+    if resamples is not None and resamples < 1:
+        raise FxbenchError(f"--resamples {resamples}: need at least 1")
+    ra = resolve_result(a, results_dir=results)
+    rb = resolve_result(b, results_dir=results)
+    c = compare_results(ra, rb, prefixes=tuple(metric or ()), n_resamples=resamples, seed=seed)
+    if as_json:
+        typer.echo(canonical_json(c.to_json()), nl=False)
+    else:
+        typer.echo(format_table(c))
+
+
+__all__ = ["register"]

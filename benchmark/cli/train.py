@@ -1,0 +1,46 @@
+"""`fxbench train CONFIG`: train a baseline and write a complete submission folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+
+
+def train(
+    config: Path = typer.Argument(..., help="A training config (benchmark/specs/training/*.yaml), or a shipped one's name (erm, pgd-at, fgsm-rs, trades)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Prepared dataset folder, or a .npz/.safetensors of the train split (default: the prepared dataset)."),
+    out: Path = typer.Option(Path("submissions"), "--out", help="Submissions folder; the baseline goes to OUT/<id>/."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
+    recipe: str = typer.Option("auto", "--recipe", help="gpu | cpu | auto (gpu on CUDA, cpu otherwise)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the submission folder."),
+) -> None:
+    """Train a baseline on the training split (minus a holdout for epoch selection) and write a submission."""
+    from ..training import EpochRecord, train_baseline
+
+    console = Console(stderr=True, quiet=quiet)
+
+    def on_epoch(r: EpochRecord) -> None:
+        h = r.holdout
+        pgd = "" if h.pgd_balanced_accuracy is None else f"  pgd BA {h.pgd_balanced_accuracy:.3f}"
+        console.print(
+            f"epoch {r.epoch:>3}/{r.planned_epochs}  loss {r.train_loss:.4f}  holdout BA {h.balanced_accuracy:.3f}"
+            f"  AUROC {h.auroc:.3f}{pgd}  score {r.score:.3f}  {r.seconds:.1f} s"
+        )
+
+    result = train_baseline(config, data=data, out=out, device=device, recipe=recipe, on_epoch=on_epoch)
+    o = result.outcome
+    f = o.final
+    if not quiet:
+        pgd = "" if f.pgd_balanced_accuracy is None else f", PGD BA {f.pgd_balanced_accuracy:.3f}"
+        Console().print(
+            f"{o.config.id}: recipe {o.config.recipe}, epoch {o.best_epoch} of {len(o.history)} selected "
+            f"(holdout BA {f.balanced_accuracy:.3f}, AUROC {f.auroc:.3f}{pgd}); {o.wall_time_s:.0f} s on {o.device_name}"
+        )
+    typer.echo(str(result.path))

@@ -1,0 +1,161 @@
+"""Attribution methods (Captum), each giving one non-negative channel in the canonical 224 x 224 frame.
+
+Every method is registered with a pydantic model of its hyperparameters (values come from the spec). The
+target is the fracture logit (index 1 of the canonical model) unless a caller (e.g. Quantus's RandomLogit)
+asks for another one. ``rule`` reduces a signed map to a non-negative one: ``abs`` (magnitude of evidence,
+either sign) or ``positive`` (evidence for the target only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import captum.attr as ca
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
+
+from ..errors import EvaluationBug
+from ..registry import Registry
+
+Target = int | torch.Tensor
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    rule: Literal["abs", "positive"]
+
+
+class IGParams(Params):
+    n_steps: int
+    internal_batch_size: int
+    method: Literal["gausslegendre", "riemann_trapezoid", "riemann_middle"] = "gausslegendre"
+
+
+class GradCamParams(Params):
+    relu_attributions: bool = True
+    interpolation: Literal["bilinear"] = "bilinear"
+
+
+class OcclusionParams(Params):
+    window: int
+    stride: int
+    perturbations_per_eval: int
+
+
+class SmoothGradParams(Params):
+    nt_samples: int
+    stdevs: float
+    nt_samples_batch_size: int
+
+
+@dataclass(frozen=True)
+class Method:
+    fn: Callable[[torch.nn.Module, torch.Tensor, Target, BaseModel], torch.Tensor]
+    params: type[Params]
+
+
+METHODS: Registry[Method] = Registry("attribution method")
+
+
+class UnsupportedMethod(Exception):
+    """The method cannot explain this model; ``reason`` is shown to the user."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def method(name: str, params: type[Params] = Params):
+    def add(fn):
+        METHODS.register(name, Method(fn, params))
+        return fn
+
+    return add
+
+
+@method("saliency")
+def _saliency(model, x, target, p):
+    return ca.Saliency(model).attribute(x, target=target, abs=True)
+
+
+@method("input_x_gradient")
+def _input_x_gradient(model, x, target, p):
+    return ca.InputXGradient(model).attribute(x, target=target)
+
+
+@method("integrated_gradients", IGParams)
+def _integrated_gradients(model, x, target, p):
+    return ca.IntegratedGradients(model).attribute(
+        x, baselines=0.0, target=target, n_steps=p.n_steps, method=p.method,
+        internal_batch_size=p.internal_batch_size,
+    )
+
+
+@method("guided_backprop")
+def _guided_backprop(model, x, target, p):
+    return ca.GuidedBackprop(model).attribute(x, target=target)
+
+
+@method("deeplift")
+def _deeplift(model, x, target, p):
+    return ca.DeepLift(model).attribute(x, baselines=0.0, target=target)
+
+
+@method("gradcam", GradCamParams)
+def _gradcam(model, x, target, p):
+    layer = getattr(model, "gradcam_layer", None)
+    if layer is None:
+        raise UnsupportedMethod("no convolutional layer declared or found")
+    a = ca.LayerGradCam(model, layer).attribute(x, target=target, relu_attributions=p.relu_attributions)
+    if a.ndim != 4:
+        raise UnsupportedMethod(f"the Grad-CAM layer's output has shape {tuple(a.shape)}, not N x C x H x W")
+    # The layer lives in the network's own resolution; the masks live in the canonical one.
+    return F.interpolate(a, size=x.shape[-2:], mode=p.interpolation, align_corners=False)
+
+
+@method("occlusion", OcclusionParams)
+def _occlusion(model, x, target, p):
+    return ca.Occlusion(model).attribute(
+        x, target=target, baselines=0.0, sliding_window_shapes=(1, p.window, p.window),
+        strides=(1, p.stride, p.stride), perturbations_per_eval=p.perturbations_per_eval,
+    )
+
+
+@method("smoothgrad", SmoothGradParams)
+def _smoothgrad(model, x, target, p):
+    return ca.NoiseTunnel(ca.Saliency(model)).attribute(
+        x, nt_type="smoothgrad", nt_samples=p.nt_samples, stdevs=p.stdevs,
+        nt_samples_batch_size=p.nt_samples_batch_size, target=target, abs=True,
+    )
+
+
+def one_channel(a: torch.Tensor, rule: str) -> torch.Tensor:
+    """N x C x H x W signed attributions -> N x 1 x H x W, non-negative."""
+    a = a.sum(dim=1, keepdim=True)  # canonical input has one channel; Grad-CAM already sums channels
+    return a.abs() if rule == "abs" else a.clamp_min(0)
+
+
+def attribute(model: torch.nn.Module, x: torch.Tensor, *, name: str, params: Params, target: Target = 1,
+              batch_size: int) -> torch.Tensor:
+    """Attributions of ``x`` (N x 1 x H x W on the model's device) -> N x 1 x H x W float32 on the CPU.
+
+    Raises UnsupportedMethod when Captum cannot handle the model (e.g. DeepLift on a reused module).
+    """
+    fn = METHODS.get(name).fn
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i : i + batch_size].detach().clone().requires_grad_(True)
+        tb = target[i : i + batch_size] if isinstance(target, torch.Tensor) else target
+        try:
+            a = fn(model, xb, tb, params)
+        except (UnsupportedMethod, torch.OutOfMemoryError, EvaluationBug):
+            raise
+        except Exception as e:  # Captum signals unsupported models with assorted error types
+            raise UnsupportedMethod(f"{name} failed on this model: {type(e).__name__}: {str(e)[:300]}") from e
+        if a.shape[0] != xb.shape[0] or a.shape[-2:] != xb.shape[-2:]:
+            raise EvaluationBug(f"{name} returned shape {tuple(a.shape)} for input {tuple(xb.shape)}")
+        out.append(one_channel(a.detach().float(), params.rule).cpu())
+    return torch.cat(out)

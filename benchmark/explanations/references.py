@@ -1,0 +1,73 @@
+"""Reference maps, scored exactly like the attribution methods, so every score can be read against them.
+
+``ref_random`` is chance, ``ref_edge`` a model-independent image statistic (after Adebayo et al.'s sanity
+checks: a method that scores like it may just be tracing edges), ``ref_centre`` a prior that knows nothing but
+where anatomy tends to be, ``ref_mask`` the ceiling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+from skimage.filters import sobel
+
+from ..registry import Registry
+
+
+class RefParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CentreParams(RefParams):
+    sigma: float  # standard deviation of the Gaussian, as a fraction of the image side
+
+
+@dataclass(frozen=True)
+class Reference:
+    fn: Callable[..., torch.Tensor]  # (x, masks, params, generator) -> N x 1 x H x W, non-negative
+    params: type[RefParams]
+
+
+REFERENCES: Registry[Reference] = Registry("reference map")
+
+
+def reference(name: str, params: type[RefParams] = RefParams):
+    def add(fn):
+        REFERENCES.register(name, Reference(fn, params))
+        return fn
+
+    return add
+
+
+@reference("ref_random")
+def _random(x, masks, p, generator):
+    return torch.rand(x.shape, generator=generator, dtype=torch.float32)
+
+
+@reference("ref_edge")
+def _edge(x, masks, p, generator):
+    maps = np.stack([sobel(img[0].astype(np.float64)) for img in x.cpu().numpy()])
+    return torch.from_numpy(maps[:, None].astype(np.float32))
+
+
+@reference("ref_centre", CentreParams)
+def _centre(x, masks, p, generator):
+    h, w = x.shape[-2:]
+    r = (torch.arange(h, dtype=torch.float64) - (h - 1) / 2) / (p.sigma * h)
+    c = (torch.arange(w, dtype=torch.float64) - (w - 1) / 2) / (p.sigma * w)
+    g = torch.exp(-0.5 * (r[:, None] ** 2 + c[None, :] ** 2)).float()
+    return g.expand(x.shape[0], 1, h, w).clone()
+
+
+@reference("ref_mask")
+def _mask(x, masks, p, generator):
+    return masks.float().cpu()
+
+
+def reference_maps(name: str, x: torch.Tensor, masks: torch.Tensor, *, params: RefParams, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return REFERENCES.get(name).fn(x.cpu(), masks, params, generator)

@@ -1,0 +1,236 @@
+"""`fxbench leaderboard`: results store -> README.md, leaderboard.csv/.json and site/, all in memory first.
+
+Everything is rendered to a mapping {relative path: bytes} before anything is written, so a refused result
+file leaves the previous leaderboard untouched, ``--check`` compares without writing, and two generations
+are byte-identical (sorted inputs, no timestamps, PNGs without version metadata).
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..io import atomic_write_bytes, canonical_json, replace_dir
+from . import markdown, plots, site
+from .layout import ASSETS, Layout, load_layout
+from .store import PRESETS, StoredResult, VersionSpec, load_store
+from .tables import BoardTable, MethodsView, budget_label, budgets, main_table, methods, methods_view, training_text
+
+TOP_LEVEL = ("README.md", "leaderboard.csv", "leaderboard.json")
+SITE = "site"
+SITE_ASSETS = ("style.css", "table.js")
+
+
+@dataclass
+class Leaderboard:
+    files: dict[str, bytes]  # path relative to the output folder -> content
+    counts: dict[str, int] = field(default_factory=dict)  # version -> number of submissions
+
+
+@dataclass
+class CheckReport:
+    stale: list[str]
+    missing: list[str]
+    extra: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not (self.stale or self.missing or self.extra)
+
+
+def _version_key(v: str) -> int:
+    return -int(v[1:])  # newest first
+
+
+def build_leaderboard(
+    *, results_dir: str | Path, spec_for: Callable[[str], VersionSpec] | None = None, layout: Layout | None = None
+) -> Leaderboard:
+    store = load_store(results_dir, spec_for=spec_for)
+    layout = layout or load_layout()
+    files: dict[str, bytes] = {}
+    md_versions, sections, json_versions, csv_rows = [], [], [], []
+    for version in sorted(store.versions, key=_version_key):
+        spec = store.specs[version]
+        results = store.versions[version]
+        by_preset = {p: [r for r in results if r.preset == p] for p in PRESETS}
+        tables = [main_table(version, p, rs, layout) for p, rs in by_preset.items() if rs]
+        view_preset = "full" if by_preset["full"] else "quick"
+        view = methods_view(version, view_preset, by_preset[view_preset], layout, spec)
+        note = (f"Dataset fingerprint {spec.fingerprint[:16]}..., full-preset config {spec.config_hashes.get('full')}, "
+                f"{len(results)} submission(s).")
+        scatters = []
+        for t in tables:
+            scatters.append((t.preset, _scatters(t, layout, files)))
+        for r in results:
+            curve = _curve(r, layout)
+            if curve is not None:
+                files[f"{SITE}/{version}/{r.id}/robustness.png"] = curve
+            for rel, path in r.gallery.items():
+                files[f"{SITE}/{version}/{r.id}/{rel}"] = path.read_bytes()
+            files[f"{SITE}/{version}/{r.id}.html"] = site.submission_page(r, has_curve=curve is not None).encode()
+        files[f"{SITE}/{version}/methods.html"] = site.methods_page(view).encode()
+        md_scatters = [f"{SITE}/{images[0][1]}" for _, images in scatters if images]
+        md_versions.append((version, note, tables, view, md_scatters))
+        sections.append({"version": version, "note": note, "tables": tables, "scatters": scatters})
+        json_versions.append(_version_json(spec, tables, view))
+        csv_rows += _csv_rows(tables)
+    files[f"{SITE}/index.html"] = site.index(sections).encode()
+    for name in SITE_ASSETS:
+        files[f"{SITE}/assets/{name}"] = (ASSETS / name).read_bytes()
+    files["README.md"] = markdown.render(md_versions, layout).encode()
+    files["leaderboard.json"] = canonical_json({
+        "schema": "fxbench.leaderboard/1", "rank_by": list(layout.rank_by), "versions": json_versions,
+    }).encode()
+    files["leaderboard.csv"] = _csv(csv_rows)
+    return Leaderboard(files=dict(sorted(files.items())), counts={v: len(rs) for v, rs in store.versions.items()})
+
+
+def _scatters(t: BoardTable, layout: Layout, files: dict[str, bytes]) -> list[tuple[str, str]]:
+    """One scatter PNG per attribution method with the x score; returns [(method, src relative to site/)]."""
+    results = [row.result for row in t.rows]
+    ms = methods(results, layout, references=False)
+    ms.sort(key=lambda m: (m != layout.scatter_default_method, m))
+    ylabel = layout.scatter_y
+    b = layout.scatter_y.split("/")
+    if len(b) == 3 and b[0] == "robust":
+        ylabel = f"robust {b[2]} at {budget_label(b[1])}"
+    out = []
+    for m in ms:
+        xid = f"xai/{m}/{layout.scatter_x}"
+        if not any(xid in r.metrics for r in results):
+            continue
+        points = []
+        for r in results:
+            x, y = r.metrics.get(xid), r.metrics.get(layout.scatter_y)
+            if x and y and x["value"] is not None and y["value"] is not None:
+                points.append(plots.Point(x["value"], y["value"], x["ci_low"], x["ci_high"], y["ci_low"],
+                                          y["ci_high"], label=r.id))
+        src = f"{t.version}/scatter-{t.preset}-{m}.png"
+        files[f"{SITE}/{src}"] = plots.scatter(
+            points, xlabel=f"{m}: {layout.scatter_x.replace('_', ' ')}", ylabel=ylabel,
+            title=f"benchmark {t.version}, {t.preset} preset, one point per submission (95% CIs)",
+        )
+        out.append((m, src))
+    return out
+
+
+def _curve(r: StoredResult, layout: Layout) -> bytes | None:
+    linf = [b for b in budgets([r], layout.robust_metric) if b.startswith("linf-")]
+    if not linf:
+        return None
+    points = []
+    clean = r.metrics.get(f"clean/{layout.robust_metric}")
+    if clean and clean["value"] is not None:
+        points.append(plots.Point(0.0, clean["value"], y_lo=clean["ci_low"], y_hi=clean["ci_high"], label="clean"))
+    for b in linf:
+        m = r.metrics[f"robust/{b}/{layout.robust_metric}"]
+        if m["value"] is not None:
+            eps = b.split("-", 1)[1]
+            points.append(plots.Point(float(eps), m["value"], y_lo=m["ci_low"], y_hi=m["ci_high"], label=eps))
+    return plots.robustness_curve(points, title=f"{r.name} ({r.id})")
+
+
+def _version_json(spec: VersionSpec, tables: list[BoardTable], view: MethodsView) -> dict[str, Any]:
+    return {
+        "version": spec.version,
+        "dataset_fingerprint": spec.fingerprint,
+        "config_hashes": dict(sorted(spec.config_hashes.items())),
+        "tables": [{
+            "preset": t.preset,
+            "columns": [c.key for c in t.columns],
+            "submissions": [{
+                "rank": row.rank,
+                "id": row.result.id,
+                "name": row.result.name,
+                "page": f"{SITE}/{t.version}/{row.result.id}.html",
+                "training": row.result.result["submission"].get("training") or {},
+                "flags": row.result.flags,
+                "metrics": row.result.metrics,
+            } for row in t.rows],
+        } for t in tables],
+        "methods": {
+            "preset": view.preset,
+            "methods": view.methods,
+            "references": view.references,
+            "pooled": [
+                {"method": m, "metric": c, "kind": _kind(view, c), "value": s.value, "ci_low": s.ci_low,
+                 "ci_high": s.ci_high, "n_submissions": s.n_submissions}
+                for (m, c), s in sorted(view.pooled.items())
+            ],
+        },
+    }
+
+
+def _kind(view: MethodsView, metric: str) -> str:
+    return next(c.group for c in view.columns if c.key == metric)
+
+
+def _csv_rows(tables: list[BoardTable]) -> list[dict[str, Any]]:
+    rows = []
+    for t in tables:
+        for row in t.rows:
+            r = row.result
+            d = {"version": t.version, "preset": t.preset, "rank": row.rank, "id": r.id, "name": r.name,
+                 "training": training_text(r.result["submission"].get("training") or {}),
+                 "flags": " ".join(f["code"] for f in r.flags)}
+            for c in t.columns:
+                m = r.metrics.get(c.key)
+                if c.group:  # a metric column
+                    d[c.key] = m and m["value"]
+                    d[f"{c.key}:ci_low"] = m and m["ci_low"]
+                    d[f"{c.key}:ci_high"] = m and m["ci_high"]
+            rows.append(d)
+    return rows
+
+
+def _csv(rows: list[dict[str, Any]]) -> bytes:
+    buf = io.StringIO()
+    pd.DataFrame(rows).to_csv(buf, index=False, lineterminator="\n")
+    return buf.getvalue().encode()
+
+
+def _generated_on_disk(out: Path) -> set[str]:
+    found = {name for name in TOP_LEVEL if (out / name).is_file()}
+    site_dir = out / SITE
+    if site_dir.is_dir():
+        found |= {p.relative_to(out).as_posix() for p in site_dir.rglob("*") if p.is_file()}
+    return found
+
+
+def check_leaderboard(board: Leaderboard, *, out_dir: str | Path) -> CheckReport:
+    """Compare the generated files with the ones in ``out_dir``; writes nothing."""
+    out = Path(out_dir)
+    on_disk = _generated_on_disk(out)
+    stale = [p for p in board.files if p in on_disk and (out / p).read_bytes() != board.files[p]]
+    missing = [p for p in board.files if p not in on_disk]
+    extra = sorted(on_disk - set(board.files))
+    return CheckReport(stale=stale, missing=missing, extra=extra)
+
+
+def write_leaderboard(board: Leaderboard, *, out_dir: str | Path) -> None:
+    """site/ is built in a temporary folder and swapped in whole; the top-level files are replaced atomically."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{SITE}.tmp-", dir=out))
+    try:
+        for rel, data in board.files.items():
+            if rel.startswith(f"{SITE}/"):
+                p = tmp / rel[len(SITE) + 1:]
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_bytes(data)
+        replace_dir(tmp, out / SITE)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for rel in TOP_LEVEL:
+        atomic_write_bytes(out / rel, board.files[rel])
+
+
+__all__ = ["Leaderboard", "CheckReport", "build_leaderboard", "check_leaderboard", "write_leaderboard"]

@@ -1,0 +1,141 @@
+"""The single entry point that builds a submission's raw network (before weights), and its Grad-CAM layer."""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import SubmissionError
+from .checkpoint import confined_path
+from .spec import ModelSpec
+
+# timm arguments that would fetch or read weights outside the verified checkpoint.
+FORBIDDEN_KWARGS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir")
+
+
+def create_model(spec: ModelSpec, *, folder: Path, trust_code: bool = False) -> nn.Module:
+    """The raw network declared in ``spec.model``, randomly initialised, float32; never downloads weights."""
+    arch = spec.model
+    bad = [k for k in FORBIDDEN_KWARGS if k in arch.kwargs]
+    if bad:
+        raise SubmissionError(
+            f"model.kwargs: {', '.join(bad)} not allowed: weights come only from the verified checkpoint"
+        )
+    net = (
+        _from_timm(arch.timm, arch.kwargs)
+        if arch.timm is not None
+        else _from_entrypoint(spec, folder, trust_code)
+    )
+    if not isinstance(net, nn.Module):
+        raise SubmissionError(
+            f"model: {arch.architecture} returned a {type(net).__name__}, not a torch.nn.Module"
+        )
+    return net.float()
+
+
+def _from_timm(name: str, kwargs: dict) -> nn.Module:
+    import timm
+
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+        hint = (
+            f"; did you mean {', '.join(repr(c) for c in close)}?" if close else " (see timm.list_models())"
+        )
+        raise SubmissionError(f"model.timm: unknown timm architecture {name!r}{hint}")
+    try:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    except Exception as e:  # noqa: BLE001 - timm raises several types for bad arguments
+        raise SubmissionError(
+            f"model.kwargs: timm.create_model({name!r}) refused the arguments: {type(e).__name__}: {e}"
+        ) from None
+
+
+def _from_entrypoint(spec: ModelSpec, folder: Path, trust_code: bool) -> nn.Module:
+    arch = spec.model
+    if not trust_code:
+        raise SubmissionError(
+            f"model.entrypoint: {arch.entrypoint} runs Python code from the submitter; it is only run when you "
+            "pass --trust-code (read the code first)"
+        )
+    file = confined_path(folder, arch.entrypoint_file, field="model.entrypoint")
+    module_name = f"fxbench_submission_{spec.id.replace('-', '_')}_{file.stem}"
+    import_spec = importlib.util.spec_from_file_location(module_name, file)
+    module = importlib.util.module_from_spec(import_spec)
+    sys.path.insert(0, str(file.parent))  # so the entrypoint can import its sibling files
+    before = set(sys.modules)
+    try:
+        import_spec.loader.exec_module(module)
+        build = getattr(module, arch.entrypoint_function, None)
+        if not callable(build):
+            raise SubmissionError(
+                f"model.entrypoint: {file.name} has no function {arch.entrypoint_function!r}"
+            )
+        return build(**arch.kwargs)
+    except SubmissionError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the submitter's code failed
+        raise SubmissionError(
+            f"model.entrypoint: {arch.entrypoint} failed: {type(e).__name__}: {e}"
+        ) from None
+    finally:
+        sys.path.remove(str(file.parent))
+        # Forget sibling modules, so another submission's helper.py is not mistaken for this one's.
+        root = folder.resolve()
+        for name in set(sys.modules) - before:
+            origin = getattr(sys.modules[name], "__file__", None)
+            if origin and Path(origin).resolve().is_relative_to(root):
+                del sys.modules[name]
+
+
+def find_gradcam_layer(net: nn.Module, spec: ModelSpec) -> nn.Module | None:
+    """The module Grad-CAM hooks: ``explain.gradcam_layer`` if declared; else the last timm feature stage
+    that outputs a spatial map (N x C x H x W, H*W > 1); else, for models without ``feature_info``, the last
+    module to produce such a map in a probe forward pass. None when nothing qualifies (e.g. a ViT)."""
+    declared = spec.explain.gradcam_layer
+    if declared:
+        try:
+            return net.get_submodule(declared)
+        except AttributeError:
+            names = [n for n, _ in net.named_modules() if n]
+            close = difflib.get_close_matches(declared, names, n=3)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            raise SubmissionError(
+                f"explain.gradcam_layer: the model has no module {declared!r}{hint}"
+            ) from None
+    feature_info = getattr(net, "feature_info", None)
+    if isinstance(feature_info, list) and feature_info and all(isinstance(f, dict) for f in feature_info):
+        candidates = [net.get_submodule(f["module"]) for f in feature_info if f.get("module")]
+    else:
+        candidates = [m for name, m in net.named_modules() if name]
+    spatial = _spatial_outputs(net, candidates, size=spec.input.size, channels=spec.input.channels)
+    return spatial[-1] if spatial else None
+
+
+def _spatial_outputs(
+    net: nn.Module, candidates: list[nn.Module], *, size: int, channels: int
+) -> list[nn.Module]:
+    """Candidates that output a spatial map, in the order their forward finished (outermost after inner)."""
+    done: list[nn.Module] = []
+
+    def hook(module, _inputs, output):
+        if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[-1] * output.shape[-2] > 1:
+            done.append(module)
+
+    handles = [m.register_forward_hook(hook) for m in set(candidates)]
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, channels, size, size))
+    except Exception:  # noqa: BLE001 - a model that cannot run is reported by the forward check, not here
+        return []
+    finally:
+        for h in handles:
+            h.remove()
+        net.train(was_training)
+    return done

@@ -1,0 +1,227 @@
+"""`fxbench validate`: every step of loading, then the model's behaviour on a fixed canonical batch.
+
+The output checks (``check_model_outputs``) are also what the runner calls before evaluating: a model must
+give N x 2 finite float32 logits, the same on a second pass, the same whatever the batch it is in (a model
+that still uses batch statistics is not in eval mode), and a gradient path to the input (attacks need it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import SubmissionError
+from .checkpoint import load_weights, parse_state_dict, read_checkpoint
+from .device import resolve_device
+from .factory import create_model
+from .submission import read_spec, wrap_for_spec
+from .wrapper import CANONICAL_SIZE, CanonicalModel
+
+BATCH_SIZE = 4
+BATCH_SEED = 0
+# Two passes over the same batch must agree to float rounding; alone vs in a batch, to kernel rounding.
+REPEAT_TOL = {"rtol": 1e-5, "atol": 1e-6}
+BATCH_TOL = {"rtol": 1e-4, "atol": 1e-4}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    ok: bool
+    submission_id: str | None
+    yaml_path: Path | None
+    checks: tuple[Check, ...]
+
+    @property
+    def error(self) -> str | None:
+        """The failing check's message (None when valid)."""
+        failed = [c for c in self.checks if not c.ok]
+        return failed[0].detail if failed else None
+
+
+def canonical_batch(n: int = BATCH_SIZE, *, seed: int = BATCH_SEED) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, CANONICAL_SIZE, CANONICAL_SIZE, generator=g)
+
+
+def _call(model: CanonicalModel, x: torch.Tensor) -> torch.Tensor:
+    try:
+        return model(x)
+    except Exception as e:  # noqa: BLE001 - the submitter's model failed: say how, without a traceback
+        raise SubmissionError(
+            f"forward pass on a canonical batch {tuple(x.shape)} failed: {type(e).__name__}: {e} "
+            "(check input.size, input.channels and output.num_classes)"
+        ) from None
+
+
+def _output_checks(model: CanonicalModel, device: torch.device) -> list[tuple[str, Callable[[], str]]]:
+    x = canonical_batch().to(device)
+    seen: dict[str, torch.Tensor] = {}
+
+    def eval_mode() -> str:
+        training = [name or "(root)" for name, m in model.named_modules() if m.training]
+        if training:
+            raise SubmissionError(f"modules still in training mode after eval(): {', '.join(training[:5])}")
+        trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+        if trainable:
+            raise SubmissionError(f"parameters not frozen: {', '.join(trainable[:5])}")
+        return "all modules in eval mode, parameters frozen"
+
+    def forward() -> str:
+        with torch.no_grad():
+            out = _call(model, x)
+        if out.shape != (x.shape[0], 2):
+            raise SubmissionError(f"output shape {tuple(out.shape)}, expected ({x.shape[0]}, 2)")
+        if out.dtype != torch.float32:
+            raise SubmissionError(f"output dtype {out.dtype}, expected torch.float32")
+        seen["out"] = out
+        return f"{tuple(x.shape)} -> {tuple(out.shape)} logits"
+
+    def finite() -> str:
+        bad = (~torch.isfinite(seen["out"])).sum().item()
+        if bad:
+            raise SubmissionError(f"{bad} of {seen['out'].numel()} output logits are NaN or infinite")
+        return "all logits finite"
+
+    def deterministic() -> str:
+        with torch.no_grad():
+            again = _call(model, x)
+        if not torch.allclose(seen["out"], again, **REPEAT_TOL):
+            diff = (seen["out"] - again).abs().max().item()
+            raise SubmissionError(
+                f"not deterministic in eval mode: two passes over the same batch differ by up to {diff:.3g} "
+                "(dropout left active, or randomness in forward)"
+            )
+        return "two passes identical"
+
+    def batch_independent() -> str:
+        with torch.no_grad():
+            alone = _call(
+                model, x[:1]
+            )  # the first image on its own: one extra pass is enough to see batch statistics
+        if not torch.allclose(seen["out"][:1], alone, **BATCH_TOL):
+            diff = (seen["out"][:1] - alone).abs().max().item()
+            raise SubmissionError(
+                f"not deterministic in eval mode: an image's logits depend on the rest of its batch (differ by up "
+                f"to {diff:.3g}); batch statistics are in use (e.g. batch norm kept in training mode)"
+            )
+        return "each image's logits independent of its batch"
+
+    def gradient() -> str:
+        xg = x.clone().requires_grad_(True)
+        with torch.enable_grad():
+            out = _call(model, xg)
+            if not out.requires_grad:
+                raise SubmissionError(
+                    "the output has no gradient with respect to the input (attacks need it)"
+                )
+            try:
+                (grad,) = torch.autograd.grad(out[:, 1].sum(), xg, allow_unused=True)
+            except Exception as e:  # noqa: BLE001 - the submitter's backward failed
+                raise SubmissionError(f"backward pass failed: {type(e).__name__}: {e}") from None
+        if grad is None:
+            raise SubmissionError("the output has no gradient with respect to the input (attacks need it)")
+        if not torch.isfinite(grad).all():
+            raise SubmissionError(
+                "the gradient of the fracture logit with respect to the input is not finite"
+            )
+        return "gradient reaches the input"
+
+    return [
+        ("eval mode", eval_mode),
+        ("forward", forward),
+        ("finite", finite),
+        ("deterministic", deterministic),
+        ("batch independent", batch_independent),
+        ("gradient", gradient),
+    ]
+
+
+def check_model_outputs(model: CanonicalModel, *, device: torch.device | str) -> None:
+    """Raise SubmissionError unless ``model`` (already on ``device``) behaves as an evaluable classifier."""
+    device = torch.device(device)
+    for name, run in _output_checks(model, device):
+        try:
+            run()
+        except SubmissionError as e:
+            raise SubmissionError(f"model check '{name}' failed: {e}") from None
+
+
+def validate_submission(
+    path: str | Path, *, trust_code: bool = False, device: str = "cpu"
+) -> ValidationReport:
+    """Run every loading step and output check, stopping at the first failure. Writes nothing (a ``url:``
+    checkpoint is downloaded to the cache). An unknown device raises DeviceError before any check."""
+    target = resolve_device(device)
+    checks: list[Check] = []
+    state: dict = {}
+
+    def schema() -> str:
+        state["file"] = spec_file = read_spec(path)
+        spec = spec_file.spec
+        return (
+            f"{spec_file.yaml_path}: id {spec.id}, {spec.model.architecture}, input {spec.input.channels}x"
+            f"{spec.input.size}x{spec.input.size}, {spec.output.num_classes} logit(s)"
+        )
+
+    def model() -> str:
+        spec, folder = state["file"].spec, state["file"].yaml_path.parent
+        state["net"] = net = create_model(spec, folder=folder, trust_code=trust_code)
+        return f"{spec.model.architecture}: {sum(p.numel() for p in net.parameters()):,} parameters"
+
+    def checkpoint() -> str:
+        spec, folder = state["file"].spec, state["file"].yaml_path.parent
+        state["ckpt"] = ckpt = read_checkpoint(spec.checkpoint, folder=folder)
+        return f"{ckpt.path.name}: sha256 matches ({ckpt.sha256[:12]}...)"
+
+    def weights() -> str:
+        tensors = parse_state_dict(state["ckpt"])
+        load_weights(state["net"], tensors, source=f"checkpoint {state['ckpt'].path.name}")
+        dtypes = sorted({str(t.dtype).removeprefix("torch.") for t in tensors.values()})
+        return f"{len(tensors)} tensors ({', '.join(dtypes)}) loaded into float32"
+
+    def wrap() -> str:
+        state["model"] = m = wrap_for_spec(state["net"], state["file"].spec).to(target)
+        layer = m.gradcam_layer
+        name = next((n for n, mod in state["net"].named_modules() if mod is layer), None) if layer else None
+        return f"on {target}; Grad-CAM layer: {name or 'none (Grad-CAM will be reported unsupported)'}"
+
+    steps: list[tuple[str, Callable[[], str]]] = [
+        ("schema", schema),
+        ("model", model),
+        ("checkpoint", checkpoint),
+        ("weights", weights),
+        ("wrapper", wrap),
+    ]
+    ok = _run(steps[:1], checks) and _run(steps[1:], checks, prefix=f"{state['file'].yaml_path}: ")
+    if ok:
+        ok = _run(
+            _output_checks(state["model"], target), checks, prefix=f"{state['file'].yaml_path}: model check "
+        )
+    file = state.get("file")
+    return ValidationReport(
+        ok=ok,
+        submission_id=file.spec.id if file else None,
+        yaml_path=file.yaml_path if file else None,
+        checks=tuple(checks),
+    )
+
+
+def _run(steps: list[tuple[str, Callable[[], str]]], checks: list[Check], *, prefix: str = "") -> bool:
+    for name, step in steps:
+        try:
+            checks.append(Check(name, True, step()))
+        except SubmissionError as e:
+            label = f"'{name}' failed: " if prefix.endswith("model check ") else ""
+            checks.append(Check(name, False, f"{prefix}{label}{e}"))
+            return False
+    return True

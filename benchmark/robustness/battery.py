@@ -1,0 +1,192 @@
+"""fxbench-AA v1 as a Battery (see benchmark/battery.py): shards are chunks of evaluation images."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..battery import BatteryResult, EvalSet, Flag, RunContext, ShardOutput
+from ..errors import FxbenchError
+from ..registry import Registry
+from ..results.metrics import LABEL, MetricDef
+from .attacks import ATTACKS
+from .cascade import CLEAN, ChunkOutcome, attack_chunk
+from .checks import FlagCollector, run_model_checks, square_check
+from .config import RobustnessConfig, parse_config
+from .counting import CountingModel
+
+NAME = "robustness"
+
+
+def model_device(model: torch.nn.Module, fallback: torch.device) -> torch.device:
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return fallback
+
+
+class RobustnessBattery:
+    name = NAME
+
+    def __init__(self, *, attacks: Registry | None = None) -> None:
+        self.attacks = attacks if attacks is not None else ATTACKS
+
+    def config(self, config: dict[str, Any]) -> RobustnessConfig:
+        return parse_config(config, registry=self.attacks)
+
+    def shards(self, evalset: EvalSet, config: dict[str, Any]) -> list[str]:
+        cfg = self.config(config)
+        return [f"chunk-{i:03d}" for i in range(len(evalset.chunks(cfg.chunk_size)))]
+
+    def run_shard(self, key: str, *, model: torch.nn.Module, evalset: EvalSet, config: dict[str, Any],
+                  ctx: RunContext) -> ShardOutput:
+        cfg = self.config(config)
+        chunks = evalset.chunks(cfg.chunk_size)
+        keys = self.shards(evalset, config)
+        if key not in keys:
+            raise FxbenchError(f"robustness: unknown shard {key!r}; this evaluation set has {keys[0]}..{keys[-1]}.")
+        lo, hi = chunks[keys.index(key)]
+        seed = ctx.shard_seed(NAME, key)
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed)
+        device = model_device(model, ctx.device)
+        x, y, ids = evalset.x[lo:hi], evalset.y[lo:hi], list(evalset.ids[lo:hi])
+
+        log = FlagCollector()
+        n_check = min(cfg.batch_size, len(ids))
+        run_model_checks(model, x[:n_check].to(device), y[:n_check].to(device), log=log)
+        counter = CountingModel(model)
+        outcome = attack_chunk(counter, x, y, ids, cfg=cfg, registry=self.attacks, seed=seed, device=device,
+                               log=log)
+        info = {
+            "n": len(ids),
+            "entering": outcome.entering,
+            "breaks": outcome.breaks,
+            "seconds": outcome.seconds,
+            "passes": counter.totals(),
+        }
+        return ShardOutput(samples=_samples(outcome), tensors=_kept_images(outcome, cfg), flags=log.unique(),
+                           info=info)
+
+    def finalize(self, outputs: dict[str, ShardOutput], *, model: torch.nn.Module, evalset: EvalSet,
+                 config: dict[str, Any], ctx: RunContext) -> BatteryResult:
+        cfg = self.config(config)
+        keys = sorted(outputs)
+        samples = pd.concat([outputs[k].samples for k in keys], ignore_index=True)
+        infos = [outputs[k].info for k in keys]
+        log = FlagCollector()
+        curve = []
+        n = len(samples)
+        for b in cfg.budgets:
+            entering = sum(i["entering"][b.id] for i in infos)
+            breaks = {a.name: sum(i["breaks"][b.id][a.name] for i in infos) for a in cfg.attacks}
+            # Robust accuracy after each attack at this budget, for AutoAttack's Square check.
+            acc_after, left = {"clean": entering / n}, entering
+            for a in cfg.attacks:
+                left -= breaks[a.name]
+                acc_after[a.name] = left / n
+            square_check(acc_after, alpha=cfg.square_flag_alpha, log=log)
+            curve.append({
+                "budget": b.id, "norm": b.norm, "eps": b.eps, "eps_spec": b.value,
+                "robust_accuracy": float(samples[f"robust/{b.id}/correct"].mean()),
+                "robust_at_start": entering, "broken_by": breaks,
+                "seconds_by": {a.name: round(sum(i["seconds"][b.id][a.name] for i in infos), 3)
+                               for a in cfg.attacks},
+            })
+        seconds = {a.name: round(sum(c["seconds_by"][a.name] for c in curve), 3) for a in cfg.attacks}
+        info = {
+            "battery": f"{config.get('name', 'fxbench-AA')} v{config.get('version', '?')}",
+            "preset": ctx.preset,
+            "headline": cfg.headline,
+            "curve": curve,
+            "broken_by_attack": {a.name: sum(c["broken_by"][a.name] for c in curve) for a in cfg.attacks},
+            "seconds_by_attack": seconds,
+            "passes": _sum_passes(infos),
+        }
+        return BatteryResult(samples=samples, metrics=metric_defs(cfg),
+                             flags=self._merge_flags([outputs[k].flags for k in keys], log.unique(), samples,
+                                                     cfg),
+                             info=info)
+
+    def _merge_flags(self, per_shard: list[list[Flag]], final: list[Flag], samples: pd.DataFrame,
+                     cfg: RobustnessConfig) -> list[Flag]:
+        """One flag per code; shard-level flags say in how many chunks they fired."""
+        first: dict[str, Flag] = {}
+        count: dict[str, int] = {}
+        for flags in per_shard:
+            for f in flags:
+                first.setdefault(f.code, f)
+                count[f.code] = count.get(f.code, 0) + 1
+        out = [Flag(c, f"{f.message} (in {count[c]} of {len(per_shard)} chunks)") for c, f in first.items()]
+        black_box = [a.name for a in cfg.attacks if not self.attacks.get(a.name).white_box]
+        for f in final:
+            if f.code == "gradient-masking-suspected":
+                by_budget = {b.id: int(samples[f"robust/{b.id}/attack"].isin(black_box).sum()) for b in cfg.budgets}
+                f = Flag(f.code, f"The black-box attack ({', '.join(black_box)}) broke points that the white-box "
+                                 f"attacks could not (points per budget, cumulative: {by_budget}): gradients may "
+                                 f"be masked. {f.message}")
+            out.append(f)
+        return out
+
+
+def metric_defs(cfg: RobustnessConfig) -> list[MetricDef]:
+    out = []
+    for b in cfg.budgets:
+        col = f"robust/{b.id}/correct"
+        out += [
+            MetricDef(f"robust/{b.id}/accuracy", col, "mean"),
+            MetricDef(f"robust/{b.id}/balanced_accuracy", col, "balanced_accuracy"),
+            MetricDef(f"robust/{b.id}/sensitivity", col, "mean", where={LABEL: 1}),
+            MetricDef(f"robust/{b.id}/specificity", col, "mean", where={LABEL: 0}),
+        ]
+    return out
+
+
+def _samples(o: ChunkOutcome) -> pd.DataFrame:
+    cols: dict[str, list] = {"image_id": list(o.ids)}
+    correct = o.clean_correct.tolist()
+    for norm, out in o.norms.items():
+        for k, b in enumerate(out.budgets):
+            broken = [c and 0 <= out.first[i] <= k for i, c in enumerate(correct)]
+            cols[f"robust/{b.id}/correct"] = [float(c and not br) for c, br in zip(correct, broken)]
+            cols[f"robust/{b.id}/broken"] = broken
+            cols[f"robust/{b.id}/attack"] = [
+                CLEAN if not c else (out.attack[i] if br else "") for i, (c, br) in enumerate(zip(correct, broken))
+            ]
+            cols[f"robust/{b.id}/norm"] = [out.dist[i] if br else math.nan for i, br in enumerate(broken)]
+        if norm == "linf" and out.budgets:
+            cols["robust/linf/min_eps_broken"] = [
+                0.0 if not c else (out.budgets[out.first[i]].value if out.first[i] >= 0 else math.nan)
+                for i, c in enumerate(correct)
+            ]
+    return pd.DataFrame(cols)
+
+
+def _kept_images(o: ChunkOutcome, cfg: RobustnessConfig) -> dict[str, torch.Tensor]:
+    """Adversarial images at the headline budget of the images with label ``keep_adversarial_label``
+    that the cascade broke there (or at a smaller budget). Robust or misclassified-clean images: none."""
+    head = cfg.budget(cfg.headline)
+    out = o.norms[head.norm]
+    k = out.budgets.index(head)
+    return {
+        f"adv/{head.id}/{o.ids[i]}": img.contiguous()
+        for i, img in sorted(out.adv.items())
+        if int(o.y[i]) == cfg.keep_adversarial_label and out.first[i] <= k
+    }
+
+
+def _sum_passes(infos: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    total: dict[str, dict[str, int]] = {}
+    for info in infos:
+        for phase, c in info["passes"].items():
+            t = total.setdefault(phase, {"fwd": 0, "fwd_grad": 0, "bwd": 0})
+            for k, v in c.items():
+                t[k] += v
+    return dict(sorted(total.items()))
+
+

@@ -1,0 +1,137 @@
+"""The battery's preset mapping (from specs/v1/robustness.yaml) checked and turned into typed values."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import FxbenchError
+from ..registry import Registry
+
+SPEC = "benchmark/specs/v1/robustness.yaml"
+NORMS = {"linf": "Linf", "l2": "L2"}  # spec key -> pyautoattack's norm name
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One threat-model budget. ``value`` as written in the spec: 1/255 units for linf, pixels for l2."""
+
+    norm: str  # "linf" | "l2"
+    value: float
+
+    @property
+    def id(self) -> str:
+        return f"linf-{self.value:g}" if self.norm == "linf" else f"l2-{float(self.value)}"
+
+    @property
+    def eps(self) -> float:
+        """In canonical pixel units ([0, 1] images)."""
+        return self.value / 255.0 if self.norm == "linf" else float(self.value)
+
+    @property
+    def aa_norm(self) -> str:
+        return NORMS[self.norm]
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    name: str
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RobustnessConfig:
+    chunk_size: int
+    batch_size: int
+    headline: str
+    keep_adversarial_label: int
+    budgets: tuple[Budget, ...]  # linf ascending, then l2 ascending
+    attacks: tuple[AttackSpec, ...]
+    linf_atol: float
+    l2_rtol: float
+    square_flag_alpha: float
+
+    def budget(self, budget_id: str) -> Budget:
+        for b in self.budgets:
+            if b.id == budget_id:
+                return b
+        raise KeyError(budget_id)
+
+    def by_norm(self, norm: str) -> list[Budget]:
+        return [b for b in self.budgets if b.norm == norm]
+
+
+def _need(cfg: dict[str, Any], key: str, where: str = "") -> Any:
+    if key not in cfg:
+        raise FxbenchError(f"{SPEC}: the preset is missing '{where}{key}'.")
+    return cfg[key]
+
+
+def _positive_int(cfg: dict[str, Any], key: str) -> int:
+    v = _need(cfg, key)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise FxbenchError(f"{SPEC}: '{key}' must be a positive integer, got {v!r}.")
+    return v
+
+
+def _budgets(raw: Any) -> tuple[Budget, ...]:
+    if not isinstance(raw, dict) or set(raw) - set(NORMS):
+        raise FxbenchError(f"{SPEC}: 'budgets' must map linf and/or l2 to lists of eps, got {raw!r}.")
+    out: list[Budget] = []
+    for norm in NORMS:  # linf first, then l2
+        values = raw.get(norm) or []
+        if not isinstance(values, list) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values
+        ):
+            raise FxbenchError(f"{SPEC}: 'budgets.{norm}' must be a list of positive numbers, got {values!r}.")
+        if any(b <= a for a, b in zip(values, values[1:])):
+            raise FxbenchError(f"{SPEC}: 'budgets.{norm}' must be strictly ascending, got {values}.")
+        out += [Budget(norm, float(v)) for v in values]
+    if not out:
+        raise FxbenchError(f"{SPEC}: 'budgets' lists no budget.")
+    return tuple(out)
+
+
+def _attacks(raw: Any, registry: Registry) -> tuple[AttackSpec, ...]:
+    if not isinstance(raw, list) or not raw:
+        raise FxbenchError(f"{SPEC}: 'attacks' must be a non-empty list.")
+    out = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict) or "name" not in item:
+            raise FxbenchError(f"{SPEC}: attacks[{i}] must be a mapping with a 'name'.")
+        name = item["name"]
+        entry = registry.get(name)  # unknown names: FxbenchError with close matches
+        options = {k: v for k, v in item.items() if k != "name"}
+        missing = sorted(set(entry.options) - set(options))
+        unknown = sorted(set(options) - set(entry.options))
+        if missing or unknown:
+            raise FxbenchError(
+                f"{SPEC}: attacks[{i}] ({name}): missing options {missing}, unknown options {unknown}; "
+                f"expected exactly {list(entry.options)}."
+            )
+        if name in [a.name for a in out]:
+            raise FxbenchError(f"{SPEC}: attacks[{i}]: {name} is listed twice.")
+        out.append(AttackSpec(name, options))
+    return tuple(out)
+
+
+def parse_config(config: dict[str, Any], *, registry: Registry) -> RobustnessConfig:
+    budgets = _budgets(_need(config, "budgets"))
+    headline = _need(config, "headline")
+    if headline not in [b.id for b in budgets]:
+        raise FxbenchError(f"{SPEC}: 'headline' {headline!r} is not one of the budgets {[b.id for b in budgets]}.")
+    verify = _need(config, "verify")
+    label = _need(config, "keep_adversarial_label")
+    if label not in (0, 1):
+        raise FxbenchError(f"{SPEC}: 'keep_adversarial_label' must be 0 or 1, got {label!r}.")
+    return RobustnessConfig(
+        chunk_size=_positive_int(config, "chunk_size"),
+        batch_size=_positive_int(config, "batch_size"),
+        headline=headline,
+        keep_adversarial_label=int(label),
+        budgets=budgets,
+        attacks=_attacks(_need(config, "attacks"), registry),
+        linf_atol=float(_need(verify, "linf_atol", "verify.")),
+        l2_rtol=float(_need(verify, "l2_rtol", "verify.")),
+        square_flag_alpha=float(_need(config, "square_flag_alpha")),
+    )
