@@ -33,9 +33,12 @@ def main() -> None:
             t0 = time.perf_counter()
             r = prepare(args.source, out=Path(tmp) / "fracatlas-v1", workers=args.workers)
             wall = time.perf_counter() - t0
-        print(f"run {i + 1}: {wall:.1f} s wall, {r.counts['all']['n']} images, {len(r.excluded)} excluded, "
-              f"load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after; "
-              f"manifest: {r.manifest.status}")
+        print(
+            f"run {i + 1}: {wall:.1f} s wall, {r.counts['all']['n']} images, {len(r.excluded)} excluded, "
+            f"load average {load_before:.1f} before / {os.getloadavg()[0]:.1f} after; "
+            f"manifest: {r.manifest.status}"
+        )
+        print("  phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in r.timings.items()))
 
 
 if __name__ == "__main__":

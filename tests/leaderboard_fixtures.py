@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
-
 from fxbench.io import atomic_write_json
 from fxbench.leaderboard.store import VersionSpec
 from fxbench.results.metrics import MetricDef, compute_metrics
+from PIL import Image
 
 FINGERPRINT = "ab" * 32
 CONFIG_HASHES = {"full": "1111aaaa2222bbbb", "quick": "3333cccc4444dddd"}

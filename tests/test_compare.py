@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 
+import leaderboard_fixtures as F
 import numpy as np
 import pytest
-
-import leaderboard_fixtures as F
 from fxbench.errors import ResultError
 from fxbench.leaderboard.compare import compare_results, p_value, resolve_result
 

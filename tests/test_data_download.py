@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from data_fixtures.synthetic import make_release
-
 from fxbench.data import download
 from fxbench.paths import default_data_dir
 
@@ -30,8 +29,10 @@ def served(tmp_path_factory):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
-    yield {name: (f"{base}/{name}", hashlib.sha256((root / name).read_bytes()).hexdigest())
-           for name in ("FracAtlas.zip", "junk.zip")}
+    yield {
+        name: (f"{base}/{name}", hashlib.sha256((root / name).read_bytes()).hexdigest())
+        for name in ("FracAtlas.zip", "junk.zip")
+    }
     server.shutdown()
     thread.join()
 

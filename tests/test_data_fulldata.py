@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from fxbench.data import load_arrays, resolve_data
 from fxbench.data.manifest import load_manifest
 from fxbench.data.prepare import prepare

@@ -1,4 +1,4 @@
-"""Canonical geometry: known answers on synthetic images and polygons, and alignment on real FracAtlas cases."""
+"""Canonical geometry: known answers on synthetic images and polygons; alignment on real FracAtlas cases."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
-
 from fxbench.data import geometry as g
+from PIL import Image, ImageDraw
 
 
 def test_placement_centres_and_puts_the_odd_pixel_bottom_right():
@@ -52,6 +51,22 @@ def test_mask_pixel_needs_half_coverage():
     assert alone[:, 10].all() and alone.sum() == 224
 
 
+def test_triangle_known_answer():
+    # Below the diagonal x + y = 224 every pixel is covered; a diagonal pixel has 28 of 64 sub-pixel centres
+    # strictly inside (less than half), so the mask is the x + y < 223 staircase.
+    mask = g.canonical_mask([[0, 0, 224, 0, 0, 224]], width=224, height=224)
+    assert mask.sum() == 224 * 223 // 2
+    yy, xx = np.mgrid[:224, :224]
+    assert np.array_equal(mask, xx + yy < 223)
+
+
+def test_coverage_integrates_to_the_polygon_area():
+    poly = [30.2, 40.7, 180.9, 55.1, 150.3, 190.6, 20.4, 160.2]  # in a 300 x 300 frame
+    xs, ys = np.array(poly[0::2]), np.array(poly[1::2])
+    area = 0.5 * abs(np.dot(xs, np.roll(ys, -1)) - np.dot(ys, np.roll(xs, -1))) * (224 / 300) ** 2
+    assert g.mask_coverage([poly], width=300, height=300).sum() == pytest.approx(area, rel=0.005)
+
+
 def test_union_of_overlapping_polygons():
     a = [0, 0, 112, 0, 112, 224, 0, 224]
     b = [56, 0, 168, 0, 168, 224, 56, 224]
@@ -64,7 +79,9 @@ def test_mask_follows_the_image_through_padding_and_scaling():
     im = Image.new("L", (w, h), 0)
     ImageDraw.Draw(im).rectangle([box[0], box[1], box[2] - 1, box[3] - 1], fill=255)
     pixels = g.canonical_image(im)
-    mask = g.canonical_mask([[box[0], box[1], box[2], box[1], box[2], box[3], box[0], box[3]]], width=w, height=h)
+    mask = g.canonical_mask(
+        [[box[0], box[1], box[2], box[1], box[2], box[3], box[0], box[3]]], width=w, height=h
+    )
     bright = pixels >= 128
     assert (mask & bright).sum() / (mask | bright).sum() > 0.95
 

@@ -8,8 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from data_fixtures.synthetic import CSV_MISMATCH_ID, EXIF_ID, NON_FRACTURED, SPLIT, TRUNCATED_ID, box_of, make_release
-
+from data_fixtures.synthetic import (
+    CSV_MISMATCH_ID,
+    EXIF_ID,
+    NON_FRACTURED,
+    SPLIT,
+    TRUNCATED_ID,
+    box_of,
+    make_release,
+)
 from fxbench.data import load, load_arrays, resolve_data
 from fxbench.data.fingerprint import RowDigest, fingerprint, pixel_sha256
 from fxbench.data.geometry import decode_png
@@ -50,8 +57,9 @@ def test_counts_splits_and_exclusions(prepared):
     for image_id, split in SPLIT.items():  # fractured: the official split files
         assert got[image_id] == split
     rule = assign_non_fractured(NON_FRACTURED, {"train": 3, "valid": 2, "test": 1})  # before exclusions
-    assert {k: v for k, v in rule.items() if k != TRUNCATED_ID} == {k: got[k] for k in NON_FRACTURED
-                                                                     if k != TRUNCATED_ID}
+    assert {k: v for k, v in rule.items() if k != TRUNCATED_ID} == {
+        k: got[k] for k in NON_FRACTURED if k != TRUNCATED_ID
+    }
     assert info["counts"]["eval"]["n"] == info["counts"]["valid"]["n"] + info["counts"]["test"]["n"]
 
 
@@ -98,7 +106,9 @@ def test_fingerprint_is_over_canonical_pixels(prepared):
         "mask", ds.features["mask"].__class__(decode=False)
     ):
         img, mask = decode_png(r["image"]["bytes"]), decode_png(r["mask"]["bytes"])
-        digests.append(RowDigest(r["image_id"], r["split"], r["label"], pixel_sha256(img), pixel_sha256(mask)))
+        digests.append(
+            RowDigest(r["image_id"], r["split"], r["label"], pixel_sha256(img), pixel_sha256(mask))
+        )
     assert fingerprint(digests) == resolve_data(prepared).fingerprint
 
 
@@ -189,8 +199,14 @@ def _edit_coco(release: Path, edit) -> None:
 
 def test_polygon_with_two_points(cli, bad_release, tmp_path):
     _edit_coco(bad_release, lambda c: c["annotations"][1].update(segmentation=[[1, 1, 5, 5]]))
-    _expect_refusal(cli, bad_release, tmp_path / "out", "COCO_fracture_masks.json", "IMG0000001.jpg",
-                    "fewer than 3 points")
+    _expect_refusal(
+        cli,
+        bad_release,
+        tmp_path / "out",
+        "COCO_fracture_masks.json",
+        "IMG0000001.jpg",
+        "fewer than 3 points",
+    )
 
 
 def test_polygon_outside_the_image(cli, bad_release, tmp_path):
@@ -210,7 +226,9 @@ def test_annotation_size_that_ignores_exif(cli, bad_release, tmp_path):
         entry["width"], entry["height"] = entry["height"], entry["width"]
 
     _edit_coco(bad_release, swap)
-    _expect_refusal(cli, bad_release, tmp_path / "out", f"{EXIF_ID}.jpg", "differs from the image as displayed")
+    _expect_refusal(
+        cli, bad_release, tmp_path / "out", f"{EXIF_ID}.jpg", "differs from the image as displayed"
+    )
 
 
 def test_failed_prepare_leaves_the_previous_dataset_untouched(cli, bad_release, prepared, tmp_path):

@@ -8,7 +8,15 @@ import jsonschema
 import pytest
 import torch
 from fxbench.errors import DeviceError, SubmissionError
-from fxbench.models import CanonicalModel, check_model_outputs, load_submission, resolve_device, wrap
+from fxbench.models import (
+    CanonicalModel,
+    check_model_outputs,
+    load_submission,
+    resolve_device,
+    strict_fp32,
+    wrap,
+)
+from fxbench.models.validate import canonical_batch
 from fxbench.paths import SPECS_DIR
 from submission_kit import make_submission, sha256
 from torch import nn
@@ -132,3 +140,18 @@ def test_cuda_index_out_of_range(monkeypatch):
     assert resolve_device("cuda") == torch.device("cuda", 0)
     with pytest.raises(DeviceError, match=r"only 2 CUDA device\(s\) here"):
         resolve_device("cuda:2")
+
+
+def test_strict_fp32_turns_tf32_off_and_restores(monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
+    with strict_fp32():
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+
+
+def test_canonical_batch_first_image_is_darker_than_the_rest():
+    x = canonical_batch()
+    assert x.shape == (4, 1, 224, 224) and x.min() >= 0 and x.max() <= 1
+    assert torch.equal(x, canonical_batch())
+    assert x[0].max() <= 0.25 + 1e-6 and x[0].mean() < x[1:].mean() - 0.2

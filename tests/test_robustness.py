@@ -34,8 +34,8 @@ def spec_config(preset: str = "quick", **overrides) -> dict:
 def small_config(**overrides) -> dict:
     """The quick preset with fewer steps: enough for linear models, fast on a CPU."""
     cfg = spec_config(budgets={"linf": LINF, "l2": [L2]}, chunk_size=64, batch_size=64)
-    steps = {"apgd-ce": ("n_iter", 5), "apgd-margin": ("n_iter", 5), "fab": ("n_iter", 5),
-             "square": ("n_queries", 20)}
+    steps = {"apgd-ce": ("n_iter", 3), "apgd-margin": ("n_iter", 3), "fab": ("n_iter", 2),
+             "square": ("n_queries", 10)}
     for a in cfg["attacks"]:
         key, value = steps[a["name"]]
         a[key] = value
@@ -75,26 +75,26 @@ def weights() -> torch.Tensor:
     return w
 
 
-def exact_broken(w: torch.Tensor, x: torch.Tensor, y: int, norm: str, eps: float) -> bool:
-    """Is there a perturbation of size eps inside [0, 1] that changes the prediction? Moving each pixel against
-    the label, as far as the box allows: per pixel for L-inf; water-filling (delta_j = min(room_j, t |w_j|),
-    sum delta^2 = eps^2) for L2."""
+def worst_gain(w: torch.Tensor, x: torch.Tensor, y: int, norm: str, eps: float) -> float:
+    """The largest change of z towards the other class within eps and the box [0, 1]: each pixel moves
+    against the label as far as the box allows, per pixel for L-inf; for L2 by water-filling
+    (delta_j = min(room_j, t), sum delta^2 = eps^2; all |w_j| = 1 here)."""
     w, x = w.flatten(), x.double().flatten()
-    z = float(w @ x)
-    toward_other = -1.0 if y == 1 else 1.0  # the direction of z that flips the label
-    s = torch.sign(w) * toward_other
+    s = torch.sign(w) * (-1.0 if y == 1 else 1.0)
     room = torch.where(s > 0, 1 - x, x)[w != 0]
-    a = w.abs()[w != 0]
     if norm == "linf":
-        gain = float((a * torch.clamp(room, max=eps)).sum())
-    else:  # bisection on t: here all |w_j| = 1
-        lo, hi = 0.0, 1.0
-        for _ in range(200):
-            t = (lo + hi) / 2
-            lo, hi = (t, hi) if float((torch.clamp(room, max=t) ** 2).sum()) < eps**2 else (lo, t)
-        gain = float((a * torch.clamp(room, max=lo)).sum())
-    z_worst = z + gain * toward_other
-    return z_worst <= 0 if y == 1 else z_worst > 0
+        return float(torch.clamp(room, max=eps).sum())
+    lo, hi = 0.0, 1.0
+    for _ in range(100):
+        t = (lo + hi) / 2
+        lo, hi = (t, hi) if float((torch.clamp(room, max=t) ** 2).sum()) < eps**2 else (lo, t)
+    return float(torch.clamp(room, max=lo).sum())
+
+
+def exact_broken(w: torch.Tensor, x: torch.Tensor, y: int, norm: str, eps: float) -> bool:
+    """Class 1 iff z > 0 (a tie z = 0 is class 0, like argmax): is the label lost at the worst case?"""
+    z = float(w.flatten() @ x.double().flatten())
+    return z - worst_gain(w, x, y, norm, eps) <= 0 if y == 1 else z + worst_gain(w, x, y, norm, eps) > 0
 
 
 def image(w: torch.Tensor, y: int, shift: float) -> torch.Tensor:
@@ -110,27 +110,28 @@ def image(w: torch.Tensor, y: int, shift: float) -> torch.Tensor:
 
 
 def critical_shift(w: torch.Tensor, y: int, norm: str, eps_crit: float) -> float:
-    """The patch shift at which the image breaks exactly at eps_crit (bisection on exact_broken)."""
-    lo, hi = 0.0, 0.45
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if exact_broken(w, image(w, y, mid), y, norm, eps_crit) else (lo, mid)
-    return hi
+    """The patch shift at which the image breaks exactly at eps_crit: z grows by 100 per unit of shift (the
+    patch's sum of w^2) and the attack's best gain does not depend on the shift (the patch never hits the box).
+    """
+    x0 = image(w, y, 0.0)
+    side = 1.0 if y == 1 else -1.0
+    return (worst_gain(w, x0, y, norm, eps_crit) - side * float(w.flatten() @ x0.flatten())) / 100
 
 
 @pytest.fixture(scope="module")
 def linear_case():
-    """Images that break just below / just above each budget, both labels, plus two misclassified ones."""
+    """Per budget one image that breaks just below it and one just above (alternating labels), plus one
+    misclassified image per label."""
     w = weights()
     xs, ys = [], []
-    for y in (0, 1):
-        for k in LINF:
-            for f in (0.9, 1.1):
-                xs.append(image(w, y, critical_shift(w, y, "linf", f * k / 255)))
-                ys.append(y)
-        for f in (0.95, 1.05):
-            xs.append(image(w, y, critical_shift(w, y, "l2", f * L2)))
+    for k, eps in enumerate([e / 255 for e in LINF]):
+        for f, y in ((0.9, k % 2), (1.1, 1 - k % 2)):
+            xs.append(image(w, y, critical_shift(w, y, "linf", f * eps)))
             ys.append(y)
+    for f, y in ((0.95, 1), (1.05, 0)):
+        xs.append(image(w, y, critical_shift(w, y, "l2", f * L2)))
+        ys.append(y)
+    for y in (0, 1):
         xs.append(image(w, 1 - y, 0.1))  # the other class's image, labelled y: misclassified clean
         ys.append(y)
     x = torch.stack(xs).float()
@@ -165,36 +166,51 @@ def variants(w: torch.Tensor) -> dict:
     }
 
 
-@pytest.mark.parametrize("variant", ["two-logits", "single-logit", "three-channels", "normalised"])
-def test_linear_model_robust_accuracy_is_exact(linear_case, variant, tmp_path):
-    w, evalset, expected, clean_wrong = linear_case
-    model = variants(w)[variant]
-    result, _ = run(model, evalset, small_config(), tmp_path)
-    s = result.samples
-    assert list(s["image_id"]) == evalset.ids
-    assert list(s[f"robust/linf-1/attack"] == "clean") == clean_wrong
-    for budget, broken in expected.items():
-        exact_correct = np.array([0.0 if b else 1.0 for b in broken])
-        got = s[f"robust/{budget}/correct"].to_numpy()
-        # never lower than the truth (verification guarantees it), and here every breakable point is found
+def assert_exact(samples: pd.DataFrame, expected: dict, budgets: list[str]) -> None:
+    for budget in budgets:
+        exact_correct = np.array([0.0 if b else 1.0 for b in expected[budget]])
+        got = samples[f"robust/{budget}/correct"].to_numpy()
+        # Never below the truth (verification guarantees it); here every breakable point must be found too.
         assert not (got < exact_correct).any(), f"{budget}: robust accuracy below the exact value"
-        assert (got == exact_correct).all(), f"{budget}: an attack missed {list(np.flatnonzero(got != exact_correct))}"
-        norms = s[f"robust/{budget}/norm"].to_numpy()
+        missed = list(np.flatnonzero(got != exact_correct))
+        assert not missed, f"{budget}: the attacks missed images {missed}"
         eps = int(budget.split("-")[1]) / 255 if budget.startswith("linf") else L2
-        hit = s[f"robust/{budget}/broken"].to_numpy(dtype=bool)
+        hit = samples[f"robust/{budget}/broken"].to_numpy(dtype=bool)
+        norms = samples[f"robust/{budget}/norm"].to_numpy()
         assert np.all(norms[hit] <= eps + 1e-6) and np.all(np.isnan(norms[~hit]))
 
 
-def test_linear_min_eps_and_kept_images_in_pixel_space(linear_case, tmp_path):
-    w, evalset, expected, clean_wrong = linear_case
-    model = variants(w)["normalised"]
-    result, outputs = run(model, evalset, small_config(), tmp_path)
+@pytest.fixture(scope="module")
+def two_logit_run(linear_case, tmp_path_factory):
+    w, evalset, _, _ = linear_case
+    return run(variants(w)["two-logits"], evalset, small_config(), tmp_path_factory.mktemp("rb"))
+
+
+def test_linear_model_robust_accuracy_is_exact(linear_case, two_logit_run):
+    _, evalset, expected, clean_wrong = linear_case
+    result, _ = two_logit_run
     s = result.samples
+    assert list(s["image_id"]) == evalset.ids
+    assert list(s["robust/linf-1/attack"] == "clean") == clean_wrong
+    assert sum(clean_wrong) == 2 and all(0 < sum(v) < len(v) for v in expected.values())
+    assert_exact(s, expected, list(expected))
     for i in range(len(evalset)):
         first = next((k for k in LINF if expected[f"linf-{k}"][i]), None)
         want = 0.0 if clean_wrong[i] else (math.nan if first is None else float(first))
         got = s["robust/linf/min_eps_broken"][i]
         assert (math.isnan(want) and math.isnan(got)) or got == want, (i, got, want)
+
+
+@pytest.mark.parametrize("variant", ["single-logit", "three-channels", "normalised"])
+def test_linear_variants_are_attacked_in_canonical_pixels(linear_case, variant, tmp_path):
+    """Same function of the canonical pixels, so the same exact answer: in particular the normalised model
+    must not be attacked with eps in its normalised input space (that would be a 4x smaller budget)."""
+    w, evalset, expected, clean_wrong = linear_case
+    model = variants(w)[variant]
+    cfg = small_config(budgets={"linf": [2, 4], "l2": []})
+    cfg["attacks"] = [a for a in cfg["attacks"] if a["name"] != "fab"]  # FAB is the slow one on a CPU
+    result, outputs = run(model, evalset, cfg, tmp_path)
+    assert_exact(result.samples, expected, ["linf-2", "linf-4"])
     tensors = {k: v for o in outputs.values() for k, v in o.tensors.items()}
     # Kept: fractured, correctly classified clean, broken at <= 4/255. Nothing else.
     want_keys = {f"adv/linf-4/{evalset.ids[i]}" for i in range(len(evalset))
@@ -204,29 +220,32 @@ def test_linear_min_eps_and_kept_images_in_pixel_space(linear_case, tmp_path):
     delta = (adv - evalset.x).abs().flatten(1).amax(dim=1)
     kept = torch.tensor([f"adv/linf-4/{i}" in tensors for i in evalset.ids])
     assert (delta[~kept] == 0).all()
-    # In canonical pixels: within 4/255 and each one needs more than 0.9 of its critical eps >= 0.9/255.
-    assert (delta[kept] <= 4 / 255 + 1e-6).all() and (delta[kept] > 0.8 / 255).all()
+    # In canonical pixels: within 4/255, and more than 0.9 of the smallest critical eps (1/255) is needed.
+    assert (delta[kept] <= 4 / 255 + 1e-6).all() and (delta[kept] > 0.85 / 255).all()
     with torch.no_grad():
         assert (model(adv[kept]).argmax(1) != evalset.y[kept]).all()
 
 
-def test_metric_definitions_and_info(linear_case, tmp_path):
-    w, evalset, expected, clean_wrong = linear_case
-    result, _ = run(variants(w)["two-logits"], evalset, small_config(), tmp_path)
+def test_metric_definitions_and_info(linear_case, two_logit_run):
+    _, _, expected, clean_wrong = linear_case
+    result, _ = two_logit_run
     ids = {m.id: m for m in result.metrics}
-    for b in [f"linf-{k}" for k in LINF] + [f"l2-{L2}"]:
+    budgets = [f"linf-{k}" for k in LINF] + [f"l2-{L2}"]
+    assert len(ids) == 4 * len(budgets)
+    for b in budgets:
         assert ids[f"robust/{b}/accuracy"].reduce == "mean"
+        assert ids[f"robust/{b}/accuracy"].column == f"robust/{b}/correct"
         assert ids[f"robust/{b}/balanced_accuracy"].reduce == "balanced_accuracy"
         assert ids[f"robust/{b}/sensitivity"].where == {"label": 1}
         assert ids[f"robust/{b}/specificity"].where == {"label": 0}
-        assert all(ids[f"robust/{b}/{m}"].higher_is_better for m in
-                   ("accuracy", "balanced_accuracy", "sensitivity", "specificity"))
+        assert all(m.higher_is_better for m in ids.values())
     curve = result.info["curve"]
-    assert [c["budget"] for c in curve] == ["linf-1", "linf-2", "linf-4", "linf-8", "l2-1.75"]
+    assert [c["budget"] for c in curve] == budgets
     acc = [c["robust_accuracy"] for c in curve[:4]]
     assert acc == sorted(acc, reverse=True)
-    assert acc[2] == pytest.approx(1 - np.mean([b or cw for b, cw in zip(expected["linf-4"], clean_wrong)]))
-    # every broken point is attributed to exactly one attack at the budget where it first broke
-    assert sum(result.info["broken_by_attack"].values()) == sum(
-        int((result.samples[f"robust/{c['budget']}/broken"]).sum()) for c in curve if c["budget"] in ("linf-8", "l2-1.75"))
+    assert acc[2] == pytest.approx(1 - np.mean([b or c for b, c in zip(expected["linf-4"], clean_wrong)]))
+    # Each broken point is counted once, for the attack and budget where it first broke.
+    s = result.samples
+    assert sum(result.info["broken_by_attack"].values()) == int(s["robust/linf-8/broken"].sum()) + int(
+        s[f"robust/l2-{L2}/broken"].sum())
     assert result.info["passes"]["apgd-ce"]["bwd"] > 0

@@ -188,6 +188,7 @@ def entry_submission(folder: Path, **kwargs) -> Path:
     spec = importlib.util.spec_from_file_location("fxbench_test_models", folder / "model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    torch.manual_seed(0)
     save_file(module.build(**kwargs).state_dict(), str(folder / "w.safetensors"))
     yaml_path = make_submission(folder / "tmp")  # a valid spec to start from
     raw = yaml.safe_load(yaml_path.read_text())

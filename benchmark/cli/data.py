@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 
@@ -19,13 +19,25 @@ def register(app: typer.Typer) -> None:
 
 @data_app.command("prepare")
 def prepare_cmd(
-    source: Optional[Path] = typer.Option(None, "--source", help="A FracAtlas release in its own layout."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the dataset [default: FXBENCH_HOME]."),
-    workers: Optional[int] = typer.Option(None, "--workers", min=1, help="Decoding processes [default: CPUs]."),
-    download: bool = typer.Option(False, "--download", help="Fetch the release archive first (sha256-checked)."),
-    url: Optional[str] = typer.Option(None, "--url", help="Archive URL (mirror) [env FXBENCH_FRACATLAS_URL]."),
-    sha256: Optional[str] = typer.Option(None, "--sha256", help="Expected archive digest, overrides the pin."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    source: Annotated[
+        Path | None, typer.Option("--source", help="A FracAtlas release in its own layout.")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Where to write the dataset [default: FXBENCH_HOME].")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Decoding processes [default: CPUs].")
+    ] = None,
+    download: Annotated[
+        bool, typer.Option("--download", help="Fetch the release archive first (sha256-checked).")
+    ] = False,
+    url: Annotated[
+        str | None, typer.Option("--url", help="Archive URL (mirror) [env FXBENCH_FRACATLAS_URL].")
+    ] = None,
+    sha256: Annotated[
+        str | None, typer.Option("--sha256", help="Expected archive digest, overrides the pin.")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Validate a FracAtlas release and write the canonical 224 x 224 dataset (atomically)."""
     from ..data.download import download_release
@@ -39,9 +51,11 @@ def prepare_cmd(
             typer.echo(f"verified {got.url} (sha256 {got.sha256}); unpacked at {got.root}")
         source = got.root
     report = prepare(source, out=out, workers=workers)
-    typer.echo(f"wrote {report.path}: {report.counts['all']['n']} images "
-               f"({report.counts['all']['n_fracture']} fractured), {len(report.excluded)} excluded, "
-               f"{report.seconds:.1f} s with {report.workers} worker(s)")
+    typer.echo(
+        f"wrote {report.path}: {report.counts['all']['n']} images "
+        f"({report.counts['all']['n_fracture']} fractured), {len(report.excluded)} excluded, "
+        f"{report.seconds:.1f} s with {report.workers} worker(s)"
+    )
     typer.echo(f"fingerprint {report.fingerprint}")
     if report.manifest.status in ("match", "no-manifest"):
         typer.echo(f"manifest: {report.manifest.message}")
@@ -51,8 +65,10 @@ def prepare_cmd(
 
 @data_app.command("info")
 def info_cmd(
-    data: Optional[Path] = typer.Option(None, "--data", help="A prepared dataset [default: FXBENCH_HOME]."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+    data: Annotated[
+        Path | None, typer.Option("--data", help="A prepared dataset [default: FXBENCH_HOME].")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
 ) -> None:
     """Fingerprint, counts per split and class, and every exclusion with its reason."""
     from ..data import resolve_data
@@ -77,7 +93,10 @@ def info_cmd(
         return
     typer.echo(f"{src.name} at {src.path}")
     typer.echo(f"fingerprint  {src.fingerprint}")
-    typer.echo(f"manifest     {src.manifest_status}; leaderboard-eligible: {'yes' if src.leaderboard_eligible else 'no'}")
+    typer.echo(
+        f"manifest     {src.manifest_status}; leaderboard-eligible: "
+        f"{'yes' if src.leaderboard_eligible else 'no'}"
+    )
     typer.echo(f"{'split':<8}{'images':>8}{'fracture':>10}{'no fracture':>13}")
     for name in ("train", "valid", "test", "eval", "all"):
         c = info["counts"][name]
@@ -91,21 +110,29 @@ def info_cmd(
 
 @data_app.command("embed")
 def embed_cmd(
-    data: Optional[Path] = typer.Option(None, "--data", help="The prepared full dataset [default: FXBENCH_HOME]."),
-    out: Optional[Path] = typer.Option(None, "--out", help="[default: the package's data/embedded folder]"),
+    data: Annotated[
+        Path | None, typer.Option("--data", help="The prepared full dataset [default: FXBENCH_HOME].")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="[default: the package's data/embedded folder]")
+    ] = None,
 ) -> None:
     """Maintainers: rebuild the embedded subset from a prepared full dataset."""
     from ..data.embedded import EMBEDDED_DIR, build_embedded
     from ..paths import default_data_dir
 
     info = build_embedded(data or default_data_dir(), out=out or EMBEDDED_DIR)
-    typer.echo(f"wrote {out or EMBEDDED_DIR}: {info['counts']['all']['n']} images, fingerprint {info['fingerprint']}")
+    typer.echo(
+        f"wrote {out or EMBEDDED_DIR}: {info['counts']['all']['n']} images, fingerprint {info['fingerprint']}"
+    )
 
 
 @data_app.command("manifest")
 def manifest_cmd(
-    variant: str = typer.Option(..., "--variant", help="downscaled-512 or figshare-original"),
-    data: Optional[Path] = typer.Option(None, "--data", help="The prepared full dataset [default: FXBENCH_HOME]."),
+    variant: Annotated[str, typer.Option("--variant", help="downscaled-512 or figshare-original")] = ...,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="The prepared full dataset [default: FXBENCH_HOME].")
+    ] = None,
 ) -> None:
     """Maintainers: record a prepared dataset's split lists and fingerprint in manifest/splits-v1.json."""
     from ..data.manifest import MANIFEST_PATH, update_manifest

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -43,11 +42,11 @@ def leaderboard(
 def compare(
     a: str = typer.Argument(..., help="Result A: a result.json, its folder, or a submission id ([version/]id)."),
     b: str = typer.Argument(..., help="Result B, likewise. Differences are B - A."),
-    metric: Optional[list[str]] = typer.Option(None, "--metric", help="Only metrics starting with this (repeatable)."),
+    metric: list[str] | None = typer.Option(None, "--metric", help="Only metrics starting with this (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
     results: Path = typer.Option(RESULTS, "--results", help="Results store for submission ids."),
-    resamples: Optional[int] = typer.Option(None, "--resamples", help="Bootstrap resamples (default: the benchmark's)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Bootstrap seed (default: the benchmark's)."),
+    resamples: int | None = typer.Option(None, "--resamples", help="Bootstrap resamples (default: the benchmark's)."),
+    seed: int | None = typer.Option(None, "--seed", help="Bootstrap seed (default: the benchmark's)."),
 ) -> None:
     """Paired differences (B - A) of every shared metric, with paired bootstrap CIs and p-values."""
     from ..errors import FxbenchError

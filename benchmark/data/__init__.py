@@ -20,8 +20,22 @@ if TYPE_CHECKING:
 
     from ..battery import EvalSet
 
-META_COLUMNS = ("image_id", "label", "split", "hardware", "hand", "leg", "hip", "shoulder", "mixed", "view",
-                "multiscan", "region", "fracture_count", "exif_orientation")
+META_COLUMNS = (
+    "image_id",
+    "label",
+    "split",
+    "hardware",
+    "hand",
+    "leg",
+    "hip",
+    "shoulder",
+    "mixed",
+    "view",
+    "multiscan",
+    "region",
+    "fracture_count",
+    "exif_orientation",
+)
 
 
 class EmbeddedDataWarning(UserWarning):
@@ -44,9 +58,11 @@ class DataSource:
 
     def describe(self) -> str:
         if self.embedded:
-            return (f"the embedded subset {self.name} ({self.info['counts']['all']['n']} images, not "
-                    f"leaderboard-eligible): no prepared dataset at {default_data_dir()}; run "
-                    "`fxbench data prepare --source DIR` for the full benchmark")
+            return (
+                f"the embedded subset {self.name} ({self.info['counts']['all']['n']} images, not "
+                f"leaderboard-eligible): no prepared dataset at {default_data_dir()}; run "
+                "`fxbench data prepare --source DIR` for the full benchmark"
+            )
         return f"{self.name} at {self.path} (fingerprint {self.fingerprint[:12]})"
 
 
@@ -77,7 +93,7 @@ def _recheck(info: dict[str, Any]) -> str:
     return "pixels-differ" if info.get("ids_digest") == m.ids_digest else "ids-differ"
 
 
-def _open(src: DataSource) -> "datasets.Dataset":
+def _open(src: DataSource) -> datasets.Dataset:
     import datasets as hf
 
     from .embedded import load_embedded
@@ -91,19 +107,21 @@ def _open(src: DataSource) -> "datasets.Dataset":
         raise DataError(f"{src.path}: cannot read the prepared dataset ({e}); prepare it again.") from None
 
 
-def _rows_of(ds: "datasets.Dataset", src: DataSource, split: str) -> list[int]:
+def _rows_of(ds: datasets.Dataset, src: DataSource, split: str) -> list[int]:
     from .splits import SPLIT_NAMES, in_split
 
     if split not in SPLIT_NAMES:
         raise DataError(f"unknown split {split!r}: choose one of {', '.join(SPLIT_NAMES)}.")
     idx = [i for i, s in enumerate(ds["split"]) if in_split(s, split)]
     if not idx:
-        raise DataError(f"{src.path}: no images in split {split!r}"
-                        + (" (the embedded subset holds eval images only)." if src.embedded else "."))
+        raise DataError(
+            f"{src.path}: no images in split {split!r}"
+            + (" (the embedded subset holds eval images only)." if src.embedded else ".")
+        )
     return idx
 
 
-def load(path: str | Path | None = None, split: str = "eval") -> "datasets.Dataset":
+def load(path: str | Path | None = None, split: str = "eval") -> datasets.Dataset:
     """The dataset (columns in docs/data.md) restricted to ``split``: "eval" (= valid + test), "train",
     "valid", "test" or "all". Images and masks decode to PIL images (mode L, 224 x 224)."""
     src = resolve_data(path)
@@ -123,7 +141,7 @@ def balanced_subset(labels: list[int], limit: int) -> list[int]:
     return sorted(picked[:limit])
 
 
-def load_arrays(path: str | Path | None = None, *, split: str = "eval", limit: int | None = None) -> "EvalSet":
+def load_arrays(path: str | Path | None = None, *, split: str = "eval", limit: int | None = None) -> EvalSet:
     """Decoded canonical tensors (see fxbench.battery.EvalSet). ``limit`` keeps a class-balanced subset
     (balanced_subset) and makes the set not leaderboard-eligible."""
     import numpy as np
@@ -141,14 +159,23 @@ def load_arrays(path: str | Path | None = None, *, split: str = "eval", limit: i
     table = ds.select(idx, keep_in_memory=True).to_pandas()
     if limit is not None:
         table = table.iloc[balanced_subset(table["label"].tolist(), limit)].reset_index(drop=True)
-    images = np.stack([decode_png(d["bytes"]) for d in table["image"]]) if len(table) else np.zeros((0, SIZE, SIZE))
-    masks = np.stack([decode_png(d["bytes"]) for d in table["mask"]]) if len(table) else np.zeros((0, SIZE, SIZE))
+    images = (
+        np.stack([decode_png(d["bytes"]) for d in table["image"]])
+        if len(table)
+        else np.zeros((0, SIZE, SIZE))
+    )
+    masks = (
+        np.stack([decode_png(d["bytes"]) for d in table["mask"]]) if len(table) else np.zeros((0, SIZE, SIZE))
+    )
     if images.shape[1:] != (SIZE, SIZE) or masks.shape[1:] != (SIZE, SIZE):
         raise DataError(f"{src.path}: images are not {SIZE} x {SIZE}; prepare the dataset again.")
     meta = pd.DataFrame({c: table[c].to_numpy() for c in META_COLUMNS if c in table})
     ids = [str(i) for i in table["image_id"]]
     info = DatasetInfo(
-        name=src.name, fingerprint=src.fingerprint, split=split, n=len(ids),
+        name=src.name,
+        fingerprint=src.fingerprint,
+        split=split,
+        n=len(ids),
         leaderboard_eligible=src.leaderboard_eligible and limit is None and split == "eval",
     )
     return EvalSet(

@@ -37,7 +37,8 @@ class Decoded:
 
 
 def decode(task: DecodeTask) -> Decoded:
-    data = open(task.path, "rb").read()
+    with open(task.path, "rb") as f:
+        data = f.read()
     out = Decoded(image_id=task.image_id, source_sha256=hashlib.sha256(data).hexdigest())
     try:
         oriented = geometry.open_oriented(data)
@@ -51,8 +52,10 @@ def decode(task: DecodeTask) -> Decoded:
     if oriented.exif_orientation != 1:
         out.flags.append(f"exif-orientation-{oriented.exif_orientation}")
     if task.coco_size is not None and tuple(task.coco_size) != oriented.size:
-        out.problem = (f"annotation size {task.coco_size[0]} x {task.coco_size[1]} differs from the image as "
-                       f"displayed ({out.width} x {out.height}, EXIF orientation {oriented.exif_orientation})")
+        out.problem = (
+            f"annotation size {task.coco_size[0]} x {task.coco_size[1]} differs from the image as "
+            f"displayed ({out.width} x {out.height}, EXIF orientation {oriented.exif_orientation})"
+        )
         return out
     try:
         pixels = geometry.canonical_image(oriented.image)

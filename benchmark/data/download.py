@@ -69,14 +69,17 @@ def _find_root(folder: Path) -> Path:
     raise DataError("the downloaded archive has no dataset.csv: it is not a FracAtlas release.")
 
 
-def download_release(*, url: str | None = None, sha256: str | None = None, cache: Path | None = None
-                     ) -> Downloaded:
+def download_release(
+    *, url: str | None = None, sha256: str | None = None, cache: Path | None = None
+) -> Downloaded:
     """Download (or reuse) the release archive, verify its sha256, unpack it under ``cache``."""
     url = url or os.environ.get(URL_ENV) or RELEASE_URL
     want = (sha256 or os.environ.get(SHA256_ENV) or RELEASE_SHA256 or "").strip().lower()
     if not want:
-        raise DataError(f"no pinned sha256 for {url}: pass --sha256 (or set {SHA256_ENV}) with the digest "
-                        "of the archive you trust; nothing was downloaded.")
+        raise DataError(
+            f"no pinned sha256 for {url}: pass --sha256 (or set {SHA256_ENV}) with the digest "
+            "of the archive you trust; nothing was downloaded."
+        )
     cache = Path(cache) if cache else sources_dir()
     final = cache / f"fracatlas-{want[:16]}"
     if (final / ".complete").is_file():
@@ -86,7 +89,9 @@ def download_release(*, url: str | None = None, sha256: str | None = None, cache
         archive = Path(tmp) / "release.zip"
         got = _fetch(url, archive)
         if got != want:
-            raise DataError(f"{url}: the archive's sha256 is {got}, expected {want}; refused, nothing unpacked.")
+            raise DataError(
+                f"{url}: the archive's sha256 is {got}, expected {want}; refused, nothing unpacked."
+            )
         unpacked = Path(tmp) / "unpacked"
         unpacked.mkdir()
         _unpack(archive, unpacked)

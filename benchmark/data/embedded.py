@@ -29,7 +29,9 @@ ALWAYS = ("IMG0002628",)  # the EXIF orientation-8 case the alignment tests are 
 def select(meta: list[dict[str, Any]], per_class: int = PER_CLASS) -> list[str]:
     """image ids of the subset (rule in the module docstring); ``meta`` rows need the dataset columns."""
     # A key of its own: the split rule's order would put only the first-cut split (valid) in the subset.
-    rows = sorted((r for r in meta if in_split(r["split"], "eval")), key=lambda r: id_key("embedded:" + r["image_id"]))
+    rows = sorted(
+        (r for r in meta if in_split(r["split"], "eval")), key=lambda r: id_key("embedded:" + r["image_id"])
+    )
     chosen: list[str] = []
 
     def take(cands, n):
@@ -63,8 +65,10 @@ def build_embedded(data: str | Path, *, out: str | Path = EMBEDDED_DIR, per_clas
     keep = set(select(meta, per_class))
     idx = [i for i, r in enumerate(meta) if r["image_id"] in keep]
     sub = ds.select(idx, keep_in_memory=True)
-    digests = [RowDigest(r["image_id"], r["split"], r["label"], r["image_pixels_sha256"], r["mask_pixels_sha256"])
-               for r in sub.remove_columns(["image", "mask"]).to_list()]
+    digests = [
+        RowDigest(r["image_id"], r["split"], r["label"], r["image_pixels_sha256"], r["mask_pixels_sha256"])
+        for r in sub.remove_columns(["image", "mask"]).to_list()
+    ]
     info = {
         "schema": INFO_SCHEMA,
         "name": EMBEDDED_NAME,
@@ -97,9 +101,13 @@ def load_embedded(folder: Path = EMBEDDED_DIR):
 
     path = folder / PARQUET
     if not path.is_file():
-        raise DataError(f"{path}: the embedded subset is missing from this installation; run "
-                        "`fxbench data prepare --source DIR` to prepare the full dataset instead.")
+        raise DataError(
+            f"{path}: the embedded subset is missing from this installation; run "
+            "`fxbench data prepare --source DIR` to prepare the full dataset instead."
+        )
     ds = hf.Dataset(pq.read_table(path))  # the parquet schema carries the features
     if ds.features != features():
-        raise DataError(f"{path}: unexpected columns; reinstall fxbench or rebuild with `fxbench data embed`.")
+        raise DataError(
+            f"{path}: unexpected columns; reinstall fxbench or rebuild with `fxbench data embed`."
+        )
     return ds

@@ -5,7 +5,7 @@ square with the image centred (an odd padding pixel goes to the bottom/right), r
 Pillow's LANCZOS filter (antialiased when shrinking).
 
 Mask: every polygon of the image, in the annotators' frame (COCO width/height = the EXIF-applied size), is
-moved by the same padding and scaling, rasterised at 8 x 8 sub-pixels per canonical pixel, and a canonical
+moved by the same padding and scaling, sampled at 8 x 8 sub-pixel centres per canonical pixel, and a canonical
 pixel is in the mask when at least half of its area (32 of 64 sub-pixels) is covered by the union of the
 polygons. If a non-empty polygon set covers no pixel that much, its best-covered pixel is kept so that no
 fractured image ends with an empty mask.
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageOps
+from PIL import Image, ImageOps
 
 SIZE = 224
 SUPERSAMPLE = 8
@@ -44,7 +44,7 @@ class Placement:
     def scale(self) -> float:
         return SIZE / self.side
 
-    def to_canonical(self, x: float, y: float) -> "Point":
+    def to_canonical(self, x: float, y: float) -> Point:
         """A point in continuous source coordinates (pixel (i, j) covers [i, i+1) x [j, j+1)) -> canonical."""
         return Point((x + self.left) * self.scale, (y + self.top) * self.scale)
 
@@ -68,7 +68,9 @@ class OrientedImage:
 
 def placement(width: int, height: int) -> Placement:
     side = max(width, height)
-    return Placement(width=width, height=height, side=side, left=(side - width) // 2, top=(side - height) // 2)
+    return Placement(
+        width=width, height=height, side=side, left=(side - width) // 2, top=(side - height) // 2
+    )
 
 
 def open_oriented(source: str | bytes | Image.Image) -> OrientedImage:
@@ -104,30 +106,50 @@ def canonical_image(im: Image.Image) -> np.ndarray:
 def mask_coverage(polygons: Sequence[Sequence[float]], *, width: int, height: int) -> np.ndarray:
     """Fraction (0..1, float32, 224 x 224) of each canonical pixel covered by the union of the polygons.
 
-    Each polygon is a flat COCO list [x0, y0, x1, y1, ...] in the annotators' frame of width x height.
+    Each polygon is a flat COCO list [x0, y0, x1, y1, ...] in the annotators' frame of width x height. A
+    sub-pixel counts when its centre is inside a polygon (even-odd rule), computed exactly in float64 rather
+    than with a drawing library, whose rounding at ties moves edges by a sub-pixel depending on the offset.
     """
     p = placement(width, height)
     cov = np.zeros((SIZE, SIZE), dtype=np.float32)
-    canon = [[p.to_canonical(float(x), float(y)) for x, y in zip(poly[0::2], poly[1::2], strict=True)]
-             for poly in polygons]
+    canon = [
+        np.array(
+            [
+                [c.x, c.y]
+                for c in (
+                    p.to_canonical(float(x), float(y)) for x, y in zip(poly[0::2], poly[1::2], strict=True)
+                )
+            ]
+        )
+        for poly in polygons
+    ]
     if not canon:
         return cov
-    # Rasterise only the polygons' bounding box: fracture outlines cover a small part of the image.
-    x0 = max(0, math.floor(min(c.x for poly in canon for c in poly)))
-    y0 = max(0, math.floor(min(c.y for poly in canon for c in poly)))
-    x1 = min(SIZE, math.ceil(max(c.x for poly in canon for c in poly)))
-    y1 = min(SIZE, math.ceil(max(c.y for poly in canon for c in poly)))
+    # Only the polygons' bounding box: fracture outlines cover a small part of the image.
+    allpts = np.concatenate(canon)
+    x0, y0 = (max(0, math.floor(v)) for v in allpts.min(axis=0))
+    x1, y1 = (min(SIZE, math.ceil(v)) for v in allpts.max(axis=0))
     if x1 <= x0 or y1 <= y0:
         return cov
-    canvas = Image.new("L", ((x1 - x0) * SUPERSAMPLE, (y1 - y0) * SUPERSAMPLE), 0)
-    draw = ImageDraw.Draw(canvas)
+    px = x0 + (np.arange((x1 - x0) * SUPERSAMPLE) + 0.5) / SUPERSAMPLE  # sub-pixel centres
+    py = y0 + (np.arange((y1 - y0) * SUPERSAMPLE) + 0.5) / SUPERSAMPLE
+    inside = np.zeros((py.size, px.size), dtype=bool)
     for poly in canon:
-        # Pillow fills the sub-pixels whose centres are inside; sub-pixel k is centred at k + 0.5.
-        draw.polygon([((c.x - x0) * SUPERSAMPLE - 0.5, (c.y - y0) * SUPERSAMPLE - 0.5) for c in poly], fill=1)
-    sub = np.asarray(canvas, dtype=np.uint8).reshape(y1 - y0, SUPERSAMPLE, x1 - x0, SUPERSAMPLE)
-    counts = sub.sum(axis=3, dtype=np.uint8).sum(axis=1, dtype=np.uint8)  # at most 64: fits in uint8
+        inside |= _inside(poly, px, py)
+    counts = inside.reshape(y1 - y0, SUPERSAMPLE, x1 - x0, SUPERSAMPLE).sum(axis=(1, 3))
     cov[y0:y1, x0:x1] = counts / np.float32(SUPERSAMPLE * SUPERSAMPLE)
     return cov
+
+
+def _inside(poly: np.ndarray, px: np.ndarray, py: np.ndarray) -> np.ndarray:
+    """Even-odd test of every (px, py) grid point against one polygon (crossings of a ray towards +x)."""
+    a, b = poly, np.roll(poly, -1, axis=0)
+    ya, yb = a[:, 1:2], b[:, 1:2]  # (edges, 1)
+    crosses = (ya > py) != (yb > py)  # (edges, rows): the edge spans this row's height
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x_at = a[:, 0:1] + (py - ya) * (b[:, 0:1] - a[:, 0:1]) / (yb - ya)
+    hits = crosses[:, :, None] & (px[None, None, :] < x_at[:, :, None])  # (edges, rows, cols)
+    return np.logical_xor.reduce(hits, axis=0)
 
 
 def canonical_mask(polygons: Sequence[Sequence[float]], *, width: int, height: int) -> np.ndarray:

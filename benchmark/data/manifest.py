@@ -96,7 +96,8 @@ def check(fingerprint: str, rows: list[RowDigest], manifest: Manifest | None = N
         return ManifestCheck("match", variant, f"matches the manifest (source variant {variant!r}).")
     if ids_digest(rows) == m.ids_digest:
         return ManifestCheck(
-            "pixels-differ", None,
+            "pixels-differ",
+            None,
             "same images, splits and labels as the manifest, but the pixel fingerprint is not a known source "
             "variant (e.g. the original full-resolution release, whose fingerprint is not recorded yet); "
             "results are not leaderboard-eligible until this fingerprint is added to the manifest.",
@@ -106,19 +107,26 @@ def check(fingerprint: str, rows: list[RowDigest], manifest: Manifest | None = N
     missing = sorted(set(want) - set(have))
     extra = sorted(set(have) - set(want))
     moved = sorted(i for i in set(want) & set(have) if want[i] != have[i])
-    parts = [f"{len(missing)} manifest image(s) missing" + (f" (e.g. {missing[0]})" if missing else ""),
-             f"{len(extra)} image(s) not in the manifest" + (f" (e.g. {extra[0]})" if extra else ""),
-             f"{len(moved)} in another split or class" + (f" (e.g. {moved[0]})" if moved else "")]
-    return ManifestCheck("ids-differ", None, "DIFFERS from the benchmark's split manifest: " + "; ".join(parts)
-                         + ". Results on this data are not comparable with the leaderboard.")
+    parts = [
+        f"{len(missing)} manifest image(s) missing" + (f" (e.g. {missing[0]})" if missing else ""),
+        f"{len(extra)} image(s) not in the manifest" + (f" (e.g. {extra[0]})" if extra else ""),
+        f"{len(moved)} in another split or class" + (f" (e.g. {moved[0]})" if moved else ""),
+    ]
+    return ManifestCheck(
+        "ids-differ",
+        None,
+        "DIFFERS from the benchmark's split manifest: "
+        + "; ".join(parts)
+        + ". Results on this data are not comparable with the leaderboard.",
+    )
 
 
 REFERENCE_VARIANT = "downscaled-512"
 KNOWN_VARIANTS = {
     "downscaled-512": "the copy whose 351 images longer than 512 px were downscaled to 512 px (LANCZOS, JPEG "
-                      "95) with their polygons scaled; every other file byte-identical to the release",
+    "95) with their polygons scaled; every other file byte-identical to the release",
     "figshare-original": "the original full-resolution release (figshare article 22363012); fingerprint to "
-                         "be recorded by running `fxbench data manifest --variant figshare-original`",
+    "be recorded by running `fxbench data manifest --variant figshare-original`",
 }
 
 
@@ -137,29 +145,41 @@ def update_manifest(data: str | Path, *, variant: str, path: str | Path | None =
     meta = hf.load_from_disk(str(data)).select_columns(["image_id", "split", "label"]).to_list()
     current = load_manifest(path)
     if current is not None and current.ids_digest != info["ids_digest"]:
-        raise DataError(f"{data}: its images, splits or labels differ from {path}; a different split is a new "
-                        "benchmark version, not a new source variant.")
-    raw = dict(current.raw) if current else {
-        "schema": SCHEMA,
-        "dataset": "fracatlas-v1",
-        "ids_digest": info["ids_digest"],
-        "counts": info["counts"],
-        "images": {s: {"no_fracture": [], "fracture": []} for s in ("train", "valid", "test")},
-        "excluded": info["excluded"],
-        "variants": [{"name": n, "description": d, "fingerprint": None} for n, d in KNOWN_VARIANTS.items()],
-        "rules": {
-            "eval": "valid + test",
-            "fractured": "the release's Utilities/Fracture Split",
-            "non_fractured": "all non-fractured files ordered by sha256(image_id), cut train/valid/test in the "
-                             "official proportions (574/82/61), before exclusions",
-            "fingerprint": "see fxbench.data.fingerprint",
-        },
-    }
+        raise DataError(
+            f"{data}: its images, splits or labels differ from {path}; a different split is a new "
+            "benchmark version, not a new source variant."
+        )
+    raw = (
+        dict(current.raw)
+        if current
+        else {
+            "schema": SCHEMA,
+            "dataset": "fracatlas-v1",
+            "ids_digest": info["ids_digest"],
+            "counts": info["counts"],
+            "images": {s: {"no_fracture": [], "fracture": []} for s in ("train", "valid", "test")},
+            "excluded": info["excluded"],
+            "variants": [
+                {"name": n, "description": d, "fingerprint": None} for n, d in KNOWN_VARIANTS.items()
+            ],
+            "rules": {
+                "eval": "valid + test",
+                "fractured": "the release's Utilities/Fracture Split",
+                "non_fractured": "all non-fractured files ordered by sha256(image_id), cut train/valid/test "
+                "in the "
+                "official proportions (574/82/61), before exclusions",
+                "fingerprint": "see fxbench.data.fingerprint",
+            },
+        }
+    )
     if current is None:
         for r in sorted(meta, key=lambda r: r["image_id"]):
             raw["images"][r["split"]]["fracture" if r["label"] == 1 else "no_fracture"].append(r["image_id"])
     raw["variants"] = [
-        {**v, "fingerprint": info["fingerprint"]} if v["name"] == variant else v for v in raw["variants"]
+        {**v, "fingerprint": info["fingerprint"], "libraries": info.get("libraries", {})}
+        if v["name"] == variant
+        else v
+        for v in raw["variants"]
     ]
     raw["fingerprint"] = next(v["fingerprint"] for v in raw["variants"] if v["name"] == REFERENCE_VARIANT)
     atomic_write_json(path, raw)

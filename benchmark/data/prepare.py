@@ -22,7 +22,7 @@ from ..errors import DataError
 from ..io import atomic_write_json, replace_dir
 from ..paths import default_data_dir
 from . import geometry, manifest, splits
-from .decode import DecodeTask, Decoded, decode
+from .decode import Decoded, DecodeTask, decode
 from .fingerprint import RowDigest, fingerprint, ids_digest
 from .source import COCO_JSON, REGIONS, VIEWS, Release, SourceRecord, read_release
 
@@ -36,24 +36,26 @@ BOOL_COLUMNS = ("hand", "leg", "hip", "shoulder", "mixed", "hardware", "multisca
 def features():
     import datasets as hf
 
-    return hf.Features({
-        "image_id": hf.Value("string"),
-        "image": hf.Image(),
-        "mask": hf.Image(),
-        "label": hf.ClassLabel(names=LABEL_NAMES),
-        "split": hf.Value("string"),
-        **{c: hf.Value("bool") for c in BOOL_COLUMNS},
-        "region": hf.Value("string"),
-        "view": hf.Value("string"),
-        "fracture_count": hf.Value("int32"),
-        "source_width": hf.Value("int32"),
-        "source_height": hf.Value("int32"),
-        "source_sha256": hf.Value("string"),
-        "exif_orientation": hf.Value("int32"),
-        "flags": hf.Sequence(hf.Value("string")),
-        "image_pixels_sha256": hf.Value("string"),
-        "mask_pixels_sha256": hf.Value("string"),
-    })
+    return hf.Features(
+        {
+            "image_id": hf.Value("string"),
+            "image": hf.Image(),
+            "mask": hf.Image(),
+            "label": hf.ClassLabel(names=LABEL_NAMES),
+            "split": hf.Value("string"),
+            **{c: hf.Value("bool") for c in BOOL_COLUMNS},
+            "region": hf.Value("string"),
+            "view": hf.Value("string"),
+            "fracture_count": hf.Value("int32"),
+            "source_width": hf.Value("int32"),
+            "source_height": hf.Value("int32"),
+            "source_sha256": hf.Value("string"),
+            "exif_orientation": hf.Value("int32"),
+            "flags": hf.Sequence(hf.Value("string")),
+            "image_pixels_sha256": hf.Value("string"),
+            "mask_pixels_sha256": hf.Value("string"),
+        }
+    )
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class PrepareReport:
     manifest: manifest.ManifestCheck
     workers: int
     seconds: float
+    timings: dict[str, float]  # seconds per phase: validate, decode, write
 
 
 def region_of(flags: dict[str, int]) -> str:
@@ -121,9 +124,12 @@ def _row(rec: SourceRecord, d: Decoded, split: str) -> dict[str, Any]:
     }
 
 
-def decode_all(release: Release, *, workers: int, progress: Callable[[int, int], None] | None = None
-               ) -> list[Decoded]:
-    tasks = [DecodeTask(r.image_id, str(r.path), r.fractured, r.polygons, r.coco_size) for r in release.records]
+def decode_all(
+    release: Release, *, workers: int, progress: Callable[[int, int], None] | None = None
+) -> list[Decoded]:
+    tasks = [
+        DecodeTask(r.image_id, str(r.path), r.fractured, r.polygons, r.coco_size) for r in release.records
+    ]
     out: list[Decoded] = []
     if workers <= 1:
         results = map(decode, tasks)
@@ -155,9 +161,11 @@ def prepare(
     """Validate the release at ``source``, decode it in parallel and write the dataset to ``out``."""
     t0 = time.perf_counter()
     release = read_release(source)
+    t_validate = time.perf_counter()
     out = Path(out) if out is not None else default_data_dir()
     workers = max(1, workers or os.cpu_count() or 1)
     decoded = decode_all(release, workers=workers, progress=progress)
+    t_decode = time.perf_counter()
 
     for rec, d in zip(release.records, decoded, strict=True):
         if d.problem:
@@ -183,15 +191,32 @@ def prepare(
         "counts": split_counts(digests),
         "excluded": [e.to_json() for e in excluded],
         "flags": _flag_counts(rows),
-        "source": {"path": str(Path(source).resolve()), "files": len(release.records),
-                   "official_fracture_split": release.official_counts},
+        "source": {
+            "path": str(Path(source).resolve()),
+            "files": len(release.records),
+            "official_fracture_split": release.official_counts,
+        },
         "manifest": {"status": check.status, "variant": check.variant, "message": check.message},
-        "geometry": {"size": geometry.SIZE, "image_filter": "LANCZOS", "mask_rule": "coverage >= 0.5",
-                     "supersample": geometry.SUPERSAMPLE},
+        "geometry": {
+            "size": geometry.SIZE,
+            "image_filter": "LANCZOS",
+            "mask_rule": "coverage >= 0.5",
+            "supersample": geometry.SUPERSAMPLE,
+        },
         "created_by": f"fxbench {__version__}",
+        "libraries": _library_versions(),
     }
     write_dataset(rows, info, out)
-    return PrepareReport(out, fp, info["counts"], excluded, check, workers, time.perf_counter() - t0)
+    t_end = time.perf_counter()
+    timings = {"validate": t_validate - t0, "decode": t_decode - t_validate, "write": t_end - t_decode}
+    return PrepareReport(out, fp, info["counts"], excluded, check, workers, t_end - t0, timings)
+
+
+def _library_versions() -> dict[str, str]:
+    """The decoder and resampler decide the pixels: a fingerprint change after an upgrade points here."""
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("pillow", "numpy", "datasets")}
 
 
 def _flag_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -241,7 +266,11 @@ def read_info(folder: str | Path) -> dict[str, Any]:
     folder = Path(folder)
     path = folder / INFO_FILE
     if not path.is_file():
-        what = "does not exist" if not folder.exists() else f"is not a prepared fxbench dataset ({INFO_FILE} missing)"
+        what = (
+            "does not exist"
+            if not folder.exists()
+            else f"is not a prepared fxbench dataset ({INFO_FILE} missing)"
+        )
         raise DataError(f"{folder}: {what}; run `fxbench data prepare --source DIR [--out DIR]` first.")
     try:
         info = json.loads(path.read_text(encoding="utf-8"))

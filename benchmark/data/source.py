@@ -20,8 +20,21 @@ DATASET_CSV = Path("dataset.csv")
 COCO_JSON = Path("Annotations/COCO JSON/COCO_fracture_masks.json")
 SPLIT_DIR = Path("Utilities/Fracture Split")
 SPLITS = ("train", "valid", "test")
-CSV_COLUMNS = ("image_id", "hand", "leg", "hip", "shoulder", "mixed", "hardware", "multiscan", "fractured",
-               "fracture_count", "frontal", "lateral", "oblique")
+CSV_COLUMNS = (
+    "image_id",
+    "hand",
+    "leg",
+    "hip",
+    "shoulder",
+    "mixed",
+    "hardware",
+    "multiscan",
+    "fractured",
+    "fracture_count",
+    "frontal",
+    "lateral",
+    "oblique",
+)
 REGIONS = ("hand", "leg", "hip", "shoulder")
 VIEWS = ("frontal", "lateral", "oblique")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -66,9 +79,10 @@ def _layout_hint(root: Path) -> str:
     nested = sorted(p.parent for p in root.glob("*/dataset.csv"))
     if nested:
         return f" (a release layout was found one level down: pass --source {nested[0]})."
-    return (" (expected the release layout: images/Fractured, images/Non_fractured, dataset.csv, "
-            "Annotations/COCO JSON/COCO_fracture_masks.json, Utilities/Fracture Split/{train,valid,test}.csv)."
-            )
+    return (
+        " (expected the release layout: images/Fractured, images/Non_fractured, dataset.csv, "
+        "Annotations/COCO JSON/COCO_fracture_masks.json, Utilities/Fracture Split/{train,valid,test}.csv)."
+    )
 
 
 def _list_images(folder: Path) -> dict[str, Path]:
@@ -85,8 +99,10 @@ def _read_csv(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
             reader = csv.DictReader(f)
             missing = [c for c in required if c not in (reader.fieldnames or [])]
             if missing:
-                raise DataError(f"{path}: missing column(s) {', '.join(missing)} (found: "
-                                f"{', '.join(reader.fieldnames or []) or 'no header'}).")
+                raise DataError(
+                    f"{path}: missing column(s) {', '.join(missing)} (found: "
+                    f"{', '.join(reader.fieldnames or []) or 'no header'})."
+                )
             return list(reader)
     except (UnicodeDecodeError, csv.Error) as e:
         raise DataError(f"{path}: not a readable CSV file ({e}).") from None
@@ -113,8 +129,10 @@ def _read_coco(path: Path) -> dict[str, tuple[tuple[int, int], list[list[float]]
         raise DataError(f"{path}: corrupt JSON at line {e.lineno}, column {e.colno}: {e.msg}.") from None
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason}).") from None
-    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or not isinstance(
-        data.get("annotations"), list
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("images"), list)
+        or not isinstance(data.get("annotations"), list)
     ):
         raise DataError(f"{path}: not a COCO file (expected top-level 'images' and 'annotations' lists).")
     by_id: dict[Any, tuple[str, tuple[int, int]]] = {}
@@ -134,7 +152,9 @@ def _read_coco(path: Path) -> dict[str, tuple[tuple[int, int], list[list[float]]
     for i, ann in enumerate(data["annotations"]):
         key = ann.get("image_id") if isinstance(ann, dict) else None
         if key not in by_id:
-            raise DataError(f"{path}: annotations[{i}] refers to image id {key!r}, which has no images entry.")
+            raise DataError(
+                f"{path}: annotations[{i}] refers to image id {key!r}, which has no images entry."
+            )
         name, (w, h) = by_id[key]
         seg = ann.get("segmentation")
         if not isinstance(seg, list) or not seg or not all(isinstance(s, list) for s in seg):
@@ -176,8 +196,10 @@ def _read_splits(root: Path, fractured: dict[str, Path]) -> tuple[dict[str, str]
             assigned[name] = split
     missing = sorted(set(fractured) - set(assigned))
     if missing:
-        raise DataError(f"{root / SPLIT_DIR}: {len(missing)} fractured image(s) in no split file, e.g. "
-                        f"{', '.join(missing[:3])}.")
+        raise DataError(
+            f"{root / SPLIT_DIR}: {len(missing)} fractured image(s) in no split file, e.g. "
+            f"{', '.join(missing[:3])}."
+        )
     return assigned, counts
 
 
@@ -217,16 +239,25 @@ def read_release(root: str | Path) -> Release:
             raise DataError(f"{coco_path}: annotated image {name!r} has no file in {FRACTURED_DIR}.")
     unannotated = sorted(set(fractured) - set(coco))
     if unannotated:
-        raise DataError(f"{coco_path}: no images entry for {len(unannotated)} fractured image(s), e.g. "
-                        f"{unannotated[0]}.")
+        raise DataError(
+            f"{coco_path}: no images entry for {len(unannotated)} fractured image(s), e.g. {unannotated[0]}."
+        )
     split_of, counts = _read_splits(root, fractured)
 
     records = []
     for name in sorted(files, key=image_id_of):
         is_fr = name in fractured
         size, polys = coco.get(name, (None, []))
-        records.append(SourceRecord(
-            image_id=image_id_of(name), file_name=name, path=files[name], fractured=is_fr, csv=rows[name],
-            polygons=polys, coco_size=size, official_split=split_of.get(name),
-        ))
+        records.append(
+            SourceRecord(
+                image_id=image_id_of(name),
+                file_name=name,
+                path=files[name],
+                fractured=is_fr,
+                csv=rows[name],
+                polygons=polys,
+                coco_size=size,
+                official_split=split_of.get(name),
+            )
+        )
     return Release(root=root, records=records, official_counts=counts)

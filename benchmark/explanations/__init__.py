@@ -7,6 +7,16 @@ from .metrics import METRICS, MetricInputs, Scores, coverage
 from .references import REFERENCES, reference_maps
 
 __all__ = [
-    "ExplanationBattery", "XaiConfig", "parse_config", "METHODS", "UnsupportedMethod", "attribute", "METRICS",
-    "MetricInputs", "Scores", "coverage", "REFERENCES", "reference_maps",
+    "METHODS",
+    "METRICS",
+    "REFERENCES",
+    "ExplanationBattery",
+    "MetricInputs",
+    "Scores",
+    "UnsupportedMethod",
+    "XaiConfig",
+    "attribute",
+    "coverage",
+    "parse_config",
+    "reference_maps",
 ]

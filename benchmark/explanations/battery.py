@@ -82,8 +82,10 @@ class _Columns:
 
     def put(self, col: str, scores: Scores) -> None:
         self.data[col] = scores.values.astype(np.float64)
-        reasons = [r if not np.isfinite(v) else None for v, r in zip(scores.values, scores.reasons)]
-        reasons = [r or ("undefined" if not np.isfinite(v) else None) for v, r in zip(scores.values, reasons)]
+        # A reason only where the value is NaN, and never a NaN without one.
+        reasons = [
+            None if np.isfinite(v) else (r or "undefined") for v, r in zip(scores.values, scores.reasons)
+        ]
         if any(r is not None for r in reasons):
             self.data[reason_column(col)] = reasons
             self.nan[col] = dict(Counter(r for r in reasons if r is not None))
@@ -102,8 +104,9 @@ class ExplanationBattery:
 
     # -- one shard -------------------------------------------------------------------------------------
 
-    def run_shard(self, key: str, *, model: torch.nn.Module, evalset: EvalSet, config: dict[str, Any],
-                  ctx: RunContext) -> ShardOutput:
+    def run_shard(
+        self, key: str, *, model: torch.nn.Module, evalset: EvalSet, config: dict[str, Any], ctx: RunContext
+    ) -> ShardOutput:
         cfg = parse_config(config)
         rows = self._rows(key, evalset, cfg)
         seed = ctx.shard_seed(self.name, key)
@@ -128,8 +131,16 @@ class ExplanationBattery:
                 for col in self._columns_of(name, cfg, adv is not None):
                     cols.missing(col, f"unsupported: {e.reason}")
                 continue
-            inputs = MetricInputs(x.numpy(), maps.numpy(), masks.numpy(), model, None, str(device),
-                                  cfg.batch_size, sub_seed(seed, name, "metrics"))
+            inputs = MetricInputs(
+                x.numpy(),
+                maps.numpy(),
+                masks.numpy(),
+                model,
+                None,
+                str(device),
+                cfg.batch_size,
+                sub_seed(seed, name, "metrics"),
+            )
             for metric, choice in cfg.localisation.items():
                 cols.put(column(name, metric), choice.metric.score(inputs, choice.params))
             self._model_metrics(name, inputs, in_subset, cfg, cols, info, seed)
@@ -148,13 +159,23 @@ class ExplanationBattery:
             raise EvaluationBug(f"explanations: shard {key!r} has no fractured images")
         return rows
 
-    def _maps(self, name: str, model, x: torch.Tensor, masks: torch.Tensor, cfg: XaiConfig, seed: int,
-              device: torch.device) -> torch.Tensor:
+    def _maps(
+        self,
+        name: str,
+        model,
+        x: torch.Tensor,
+        masks: torch.Tensor,
+        cfg: XaiConfig,
+        seed: int,
+        device: torch.device,
+    ) -> torch.Tensor:
         if name in cfg.references:
             return reference_maps(name, x, masks, params=cfg.references[name], seed=seed)
         torch.manual_seed(seed)  # SmoothGrad's noise
         with _quiet():
-            return attribute(model, x.to(device), name=name, params=cfg.methods[name], batch_size=cfg.batch_size)
+            return attribute(
+                model, x.to(device), name=name, params=cfg.methods[name], batch_size=cfg.batch_size
+            )
 
     def _explainer(self, name: str, cfg: XaiConfig, device: torch.device):
         """Quantus's explain_func for metrics that re-explain perturbed inputs."""
@@ -163,40 +184,64 @@ class ExplanationBattery:
             x = torch.as_tensor(np.asarray(inputs), dtype=torch.float32, device=device)
             t = torch.as_tensor(np.asarray(targets), dtype=torch.long, device=device)
             with _quiet():
-                return attribute(model, x, name=name, params=cfg.methods[name], target=t,
-                                 batch_size=cfg.batch_size).numpy()
+                return attribute(
+                    model, x, name=name, params=cfg.methods[name], target=t, batch_size=cfg.batch_size
+                ).numpy()
 
         return explain
 
-    def _model_metrics(self, name: str, inputs: MetricInputs, in_subset: np.ndarray, cfg: XaiConfig,
-                       cols: _Columns, info: dict, seed: int) -> None:
+    def _model_metrics(
+        self,
+        name: str,
+        inputs: MetricInputs,
+        in_subset: np.ndarray,
+        cfg: XaiConfig,
+        cols: _Columns,
+        info: dict,
+        seed: int,
+    ) -> None:
         for metric, choice in cfg.model_metrics.items():
             if name not in choice.methods:
                 continue
             col = column(name, metric)
             values = np.full(len(in_subset), np.nan)
-            reasons: list[str | None] = [f"not in the model-metric subset (first {cfg.model_samples} fractured ids)"] * len(in_subset)
+            reasons: list[str | None] = [
+                f"not in the model-metric subset (first {cfg.model_samples} fractured ids)"
+            ] * len(in_subset)
             if in_subset.any():
-                sub = MetricInputs(inputs.x[in_subset], inputs.maps[in_subset], inputs.masks[in_subset], inputs.model,
-                                   self._explainer(name, cfg, torch.device(inputs.device)) if name in METHODS else None,
-                                   inputs.device, inputs.batch_size, sub_seed(seed, name, metric))
+                sub = MetricInputs(
+                    inputs.x[in_subset],
+                    inputs.maps[in_subset],
+                    inputs.masks[in_subset],
+                    inputs.model,
+                    self._explainer(name, cfg, torch.device(inputs.device)) if name in METHODS else None,
+                    inputs.device,
+                    inputs.batch_size,
+                    sub_seed(seed, name, metric),
+                )
                 try:
                     with _quiet():
                         s = choice.metric.score(sub, choice.params)
                 except UnsupportedMethod as e:
-                    s = Scores(np.full(in_subset.sum(), np.nan), [f"unsupported: {e.reason}"] * int(in_subset.sum()))
+                    s = Scores(
+                        np.full(in_subset.sum(), np.nan), [f"unsupported: {e.reason}"] * int(in_subset.sum())
+                    )
                 except (torch.OutOfMemoryError, EvaluationBug):
                     raise
-                except Exception as e:  # a Quantus failure on one map must not lose the whole run
+                except Exception as e:  # noqa: BLE001 -- a Quantus failure on one map must not lose the run
                     msg = f"{type(e).__name__}: {str(e)[:300]}"
                     info["failed"][col] = msg
-                    s = Scores(np.full(in_subset.sum(), np.nan), [f"metric failed: {msg}"] * int(in_subset.sum()))
+                    s = Scores(
+                        np.full(in_subset.sum(), np.nan), [f"metric failed: {msg}"] * int(in_subset.sum())
+                    )
                 values[in_subset] = s.values
                 for j, r in zip(np.flatnonzero(in_subset), s.reasons):
                     reasons[j] = r
             cols.put(col, Scores(values, reasons))
 
-    def _under_attack(self, name, model, x_adv, masks, cfg: XaiConfig, cols: _Columns, seed, device, info) -> None:
+    def _under_attack(
+        self, name, model, x_adv, masks, cfg: XaiConfig, cols: _Columns, seed, device, info
+    ) -> None:
         tag = cfg.under_attack.attack
         try:
             # Same seed as on the clean image: random maps and SmoothGrad noise are paired, so the drop is the attack's.
@@ -207,8 +252,16 @@ class ExplanationBattery:
                 for v in (f"adv-{tag}", f"drop-{tag}"):
                     cols.missing(column(name, metric, v), f"unsupported: {e.reason}")
             return
-        inputs = MetricInputs(x_adv.numpy(), maps.numpy(), masks.numpy(), model, None, str(device), cfg.batch_size,
-                              sub_seed(seed, name, "metrics"))
+        inputs = MetricInputs(
+            x_adv.numpy(),
+            maps.numpy(),
+            masks.numpy(),
+            model,
+            None,
+            str(device),
+            cfg.batch_size,
+            sub_seed(seed, name, "metrics"),
+        )
         for metric in cfg.under_attack.metrics:
             choice = cfg.localisation[metric]
             s = choice.metric.score(inputs, choice.params)
@@ -227,22 +280,33 @@ class ExplanationBattery:
         prefix = f"adv/{tag}/"
         tensors = ctx.load_tensors("robustness") if ctx._tensor_loader is not None else {}
         if not any(k.startswith(prefix) for k in tensors) and "robustness" not in ctx.previous:
-            return None, {"status": "skipped", "reason": f"the robustness battery stored no '{prefix}*' images"}
+            return None, {
+                "status": "skipped",
+                "reason": f"the robustness battery stored no '{prefix}*' images",
+            }
         images, attacked = [], []
         for i, image_id in enumerate(ids):
             t = tensors.get(prefix + image_id)
-            if t is None:  # the attack failed on it: the image stayed robust, so its clean image is what was seen
+            if (
+                t is None
+            ):  # the attack failed on it: the image stayed robust, so its clean image is what was seen
                 images.append(x[i])
                 attacked.append(False)
                 continue
             t = t.detach().to("cpu", torch.float32)
             if t.numel() != x[i].numel() or not torch.isfinite(t).all() or t.min() < 0 or t.max() > 1:
-                raise EvaluationBug(f"robustness tensor {prefix + image_id}: shape {tuple(t.shape)} or values "
-                                    "outside [0, 1]; expected a canonical 1 x 224 x 224 image")
+                raise EvaluationBug(
+                    f"robustness tensor {prefix + image_id}: shape {tuple(t.shape)} or values "
+                    "outside [0, 1]; expected a canonical 1 x 224 x 224 image"
+                )
             images.append(t.reshape(x[i].shape))
             attacked.append(True)
-        status = {"status": "computed", "attack": tag, "adversarial": int(sum(attacked)),
-                  "clean_fallback": int(len(attacked) - sum(attacked))}
+        status = {
+            "status": "computed",
+            "attack": tag,
+            "adversarial": int(sum(attacked)),
+            "clean_fallback": int(len(attacked) - sum(attacked)),
+        }
         return (torch.stack(images), attacked), status
 
     def _columns_of(self, name: str, cfg: XaiConfig, with_adv: bool) -> list[str]:
@@ -255,8 +319,15 @@ class ExplanationBattery:
 
     # -- finalize --------------------------------------------------------------------------------------
 
-    def finalize(self, outputs: dict[str, ShardOutput], *, model: torch.nn.Module, evalset: EvalSet,
-                 config: dict[str, Any], ctx: RunContext) -> BatteryResult:
+    def finalize(
+        self,
+        outputs: dict[str, ShardOutput],
+        *,
+        model: torch.nn.Module,
+        evalset: EvalSet,
+        config: dict[str, Any],
+        ctx: RunContext,
+    ) -> BatteryResult:
         cfg = parse_config(config)
         expected = self.shards(evalset, config)
         if sorted(outputs) != expected:
@@ -287,7 +358,10 @@ class ExplanationBattery:
                 col, hib = column(name, metric), choice.metric.higher_is_better
                 defs.append(MetricDef(col, col, "mean", hib, label))
                 if metric in cfg.subgroups.metrics:
-                    defs += [MetricDef(column(name, metric, g), col, "mean", hib, {**label, **w}) for g, w in groups]
+                    defs += [
+                        MetricDef(column(name, metric, g), col, "mean", hib, {**label, **w})
+                        for g, w in groups
+                    ]
                 if with_adv and name in cfg.under_attack.methods and metric in cfg.under_attack.metrics:
                     tag = cfg.under_attack.attack
                     adv, drop = column(name, metric, f"adv-{tag}"), column(name, metric, f"drop-{tag}")
@@ -311,9 +385,14 @@ class ExplanationBattery:
                 nan.setdefault(col, Counter()).update(counts)
             a = o.get("under_attack", {})
             if a.get("status") == "computed":
-                prev = attack if attack.get("status") == "computed" else {"adversarial": 0, "clean_fallback": 0}
-                attack = {**a, "adversarial": prev["adversarial"] + a["adversarial"],
-                          "clean_fallback": prev["clean_fallback"] + a["clean_fallback"]}
+                prev = (
+                    attack if attack.get("status") == "computed" else {"adversarial": 0, "clean_fallback": 0}
+                )
+                attack = {
+                    **a,
+                    "adversarial": prev["adversarial"] + a["adversarial"],
+                    "clean_fallback": prev["clean_fallback"] + a["clean_fallback"],
+                }
             elif attack.get("status") != "computed":
                 attack = a
         flags = [Flag("xai-method-unsupported", f"{k}: {v}") for k, v in sorted(unsupported.items())]
@@ -321,14 +400,19 @@ class ExplanationBattery:
         if cfg.under_attack is not None and not with_adv:
             flags.append(Flag("xai-under-attack-skipped", attack.get("reason", "no adversarial images")))
         info = {
-            "methods": list(cfg.methods), "references": list(cfg.references),
-            "unsupported": unsupported, "failed": failed, "under_attack": attack,
+            "methods": list(cfg.methods),
+            "references": list(cfg.references),
+            "unsupported": unsupported,
+            "failed": failed,
+            "under_attack": attack,
             "nan": {c: dict(sorted(v.items())) for c, v in sorted(nan.items())},
             "timings_s": {k: round(v, 3) for k, v in sorted(timings.items())},
         }
         return info, flags
 
-    def _gallery(self, model, evalset: EvalSet, cfg: XaiConfig, ctx: RunContext, skip: set[str]) -> dict[str, bytes]:
+    def _gallery(
+        self, model, evalset: EvalSet, cfg: XaiConfig, ctx: RunContext, skip: set[str]
+    ) -> dict[str, bytes]:
         ids = first_fractured_ids(evalset, cfg.gallery.images)
         if not ids:
             return {}
@@ -346,5 +430,10 @@ class ExplanationBattery:
                 continue
             for j, image_id in enumerate(ids):
                 files[f"gallery/{image_id}/{name}.png"] = overlay_png(
-                    x[j, 0].numpy(), maps[j, 0], masks[j, 0].numpy(), title=f"{image_id}  {name}", style=cfg.gallery)
+                    x[j, 0].numpy(),
+                    maps[j, 0],
+                    masks[j, 0].numpy(),
+                    title=f"{image_id}  {name}",
+                    style=cfg.gallery,
+                )
         return files

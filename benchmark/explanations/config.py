@@ -110,9 +110,14 @@ def _known(registry, name: str, field: str) -> Any:
 
 def parse_config(config: dict[str, Any]) -> XaiConfig:
     raw = _validate(_Raw, config, "")
-    methods = {n: _validate(_known(METHODS, n, f"methods.{n}").params, p, f"methods.{n}") for n, p in raw.methods.items()}
-    refs = {n: _validate(_known(REFERENCES, n, f"references.{n}").params, p, f"references.{n}")
-            for n, p in raw.references.items()}
+    methods = {
+        n: _validate(_known(METHODS, n, f"methods.{n}").params, p, f"methods.{n}")
+        for n, p in raw.methods.items()
+    }
+    refs = {
+        n: _validate(_known(REFERENCES, n, f"references.{n}").params, p, f"references.{n}")
+        for n, p in raw.references.items()
+    }
     maps = [*methods, *refs]
 
     localisation = {}
@@ -135,7 +140,11 @@ def parse_config(config: dict[str, Any]) -> XaiConfig:
         allowed = list(methods) if m.needs_explain else maps
         for c in chosen:
             if c not in allowed:
-                why = " (it re-explains perturbed inputs, so reference maps cannot take part)" if c in refs else ""
+                why = (
+                    " (it re-explains perturbed inputs, so reference maps cannot take part)"
+                    if c in refs
+                    else ""
+                )
                 raise _fail(f"{field}.methods", f"{c!r} is not one of {allowed}{why}")
         model_metrics[n] = MetricChoice(m, _validate(m.params, p, field), tuple(chosen))
 
@@ -145,12 +154,25 @@ def parse_config(config: dict[str, Any]) -> XaiConfig:
                 raise _fail("under_attack.methods", f"{c!r} is not one of {maps}")
         for c in raw.under_attack.metrics:
             if c not in localisation:
-                raise _fail("under_attack.metrics", f"{c!r} is not one of the localisation metrics {list(localisation)}")
+                raise _fail(
+                    "under_attack.metrics",
+                    f"{c!r} is not one of the localisation metrics {list(localisation)}",
+                )
     for c in raw.subgroups.metrics:
         if c not in localisation and c not in model_metrics:
             raise _fail("subgroups.metrics", f"{c!r} is not a metric of this spec")
     for r in raw.subgroups.regions:
         if r not in REGIONS:
             raise _fail("subgroups.regions", f"{r!r} is not one of {list(REGIONS)}")
-    return XaiConfig(raw.chunk_size, raw.batch_size, methods, refs, localisation, model_metrics,
-                     raw.model_metrics.samples, raw.under_attack, raw.subgroups, raw.gallery)
+    return XaiConfig(
+        raw.chunk_size,
+        raw.batch_size,
+        methods,
+        refs,
+        localisation,
+        model_metrics,
+        raw.model_metrics.samples,
+        raw.under_attack,
+        raw.subgroups,
+        raw.gallery,
+    )

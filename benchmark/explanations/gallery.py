@@ -17,7 +17,9 @@ from matplotlib.figure import Figure
 from .config import Gallery
 
 
-def overlay_png(image: np.ndarray, attribution: np.ndarray, mask: np.ndarray, *, title: str, style: Gallery) -> bytes:
+def overlay_png(
+    image: np.ndarray, attribution: np.ndarray, mask: np.ndarray, *, title: str, style: Gallery
+) -> bytes:
     """image, attribution, mask: H x W arrays (image in [0, 1], attribution >= 0, mask bool)."""
     fig = Figure(figsize=(style.size_inches, style.size_inches), dpi=style.dpi)
     ax = fig.add_axes((0, 0, 1, 0.9))

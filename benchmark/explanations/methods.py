@@ -89,7 +89,11 @@ def _input_x_gradient(model, x, target, p):
 @method("integrated_gradients", IGParams)
 def _integrated_gradients(model, x, target, p):
     return ca.IntegratedGradients(model).attribute(
-        x, baselines=0.0, target=target, n_steps=p.n_steps, method=p.method,
+        x,
+        baselines=0.0,
+        target=target,
+        n_steps=p.n_steps,
+        method=p.method,
         internal_batch_size=p.internal_batch_size,
     )
 
@@ -119,16 +123,25 @@ def _gradcam(model, x, target, p):
 @method("occlusion", OcclusionParams)
 def _occlusion(model, x, target, p):
     return ca.Occlusion(model).attribute(
-        x, target=target, baselines=0.0, sliding_window_shapes=(1, p.window, p.window),
-        strides=(1, p.stride, p.stride), perturbations_per_eval=p.perturbations_per_eval,
+        x,
+        target=target,
+        baselines=0.0,
+        sliding_window_shapes=(1, p.window, p.window),
+        strides=(1, p.stride, p.stride),
+        perturbations_per_eval=p.perturbations_per_eval,
     )
 
 
 @method("smoothgrad", SmoothGradParams)
 def _smoothgrad(model, x, target, p):
     return ca.NoiseTunnel(ca.Saliency(model)).attribute(
-        x, nt_type="smoothgrad", nt_samples=p.nt_samples, stdevs=p.stdevs,
-        nt_samples_batch_size=p.nt_samples_batch_size, target=target, abs=True,
+        x,
+        nt_type="smoothgrad",
+        nt_samples=p.nt_samples,
+        stdevs=p.stdevs,
+        nt_samples_batch_size=p.nt_samples_batch_size,
+        target=target,
+        abs=True,
     )
 
 
@@ -138,8 +151,9 @@ def one_channel(a: torch.Tensor, rule: str) -> torch.Tensor:
     return a.abs() if rule == "abs" else a.clamp_min(0)
 
 
-def attribute(model: torch.nn.Module, x: torch.Tensor, *, name: str, params: Params, target: Target = 1,
-              batch_size: int) -> torch.Tensor:
+def attribute(
+    model: torch.nn.Module, x: torch.Tensor, *, name: str, params: Params, target: Target = 1, batch_size: int
+) -> torch.Tensor:
     """Attributions of ``x`` (N x 1 x H x W on the model's device) -> N x 1 x H x W float32 on the CPU.
 
     Raises UnsupportedMethod when Captum cannot handle the model (e.g. DeepLift on a reused module).

@@ -68,6 +68,8 @@ def _mask(x, masks, p, generator):
     return masks.float().cpu()
 
 
-def reference_maps(name: str, x: torch.Tensor, masks: torch.Tensor, *, params: RefParams, seed: int) -> torch.Tensor:
+def reference_maps(
+    name: str, x: torch.Tensor, masks: torch.Tensor, *, params: RefParams, seed: int
+) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return REFERENCES.get(name).fn(x.cpu(), masks, params, generator)

@@ -196,8 +196,8 @@ def format_table(c: Comparison) -> str:
     headers = ["metric", "A", "B", "B - A", f"{level}% CI", "p", "n"]
     lines = [
         f"A = {c.a}", f"B = {c.b}",
-        f"benchmark {c.version}; {c.n_shared} shared images; paired bootstrap, {c.n_resamples} resamples "
-        f"stratified by label, seed {c.seed}",
+        (f"benchmark {c.version}; {c.n_shared} shared images; paired bootstrap, {c.n_resamples} resamples "
+         f"stratified by label, seed {c.seed}"),
         "",
         tabulate(rows, headers=headers, disable_numparse=True),
     ]

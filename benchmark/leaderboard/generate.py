@@ -21,7 +21,16 @@ from ..io import atomic_write_bytes, canonical_json, replace_dir
 from . import markdown, plots, site
 from .layout import ASSETS, Layout, load_layout
 from .store import PRESETS, StoredResult, VersionSpec, load_store
-from .tables import BoardTable, MethodsView, budget_label, budgets, main_table, methods, methods_view, training_text
+from .tables import (
+    BoardTable,
+    MethodsView,
+    budget_label,
+    budgets,
+    main_table,
+    methods,
+    methods_view,
+    training_text,
+)
 
 TOP_LEVEL = ("README.md", "leaderboard.csv", "leaderboard.json")
 SITE = "site"
@@ -233,4 +242,4 @@ def write_leaderboard(board: Leaderboard, *, out_dir: str | Path) -> None:
         atomic_write_bytes(out / rel, board.files[rel])
 
 
-__all__ = ["Leaderboard", "CheckReport", "build_leaderboard", "check_leaderboard", "write_leaderboard"]
+__all__ = ["CheckReport", "Leaderboard", "build_leaderboard", "check_leaderboard", "write_leaderboard"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -40,7 +40,7 @@ class Layout:
         return len(self.methods_view)
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_layout(path: str | None = None) -> Layout:
     raw = yaml.safe_load(Path(path or ASSETS / "layout.yaml").read_text())
     return Layout(

@@ -6,7 +6,7 @@ from tabulate import tabulate
 
 from . import fmt
 from .layout import Layout
-from .tables import BoardTable, MethodsView, budget_label, training_text
+from .tables import BoardTable, MethodsView, training_text
 
 HEADER = """# fxbench leaderboard
 
@@ -98,8 +98,7 @@ def render(versions: list[tuple[str, str, list[BoardTable], MethodsView, list[st
                 out.append(f"<details><summary>{sid}</summary>\n\n"
                            f"{methods_table(view, view.per_submission[sid])}\n\n</details>\n")
         for path in scatters:
-            out.append(f"![robust accuracy against relevance-mass accuracy]({path})\n")
+            out.append("### Robust accuracy against relevance-mass accuracy\n\nOne point per submission, 95% CI "
+                       f"bars; other attribution methods on the site.\n\n![scatter plot]({path})\n")
     return "\n".join(out)
 
-
-__all__ = ["render", "board_table", "methods_table", "ranking_rules", "budget_label"]

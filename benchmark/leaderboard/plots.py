@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 DPI = 100
 PNG_METADATA = {"Software": None}  # the default names the matplotlib version

@@ -22,7 +22,7 @@ class Resampler:
     counts: np.ndarray  # (B, n) how often each row is drawn
 
     @classmethod
-    def stratified(cls, labels: np.ndarray, *, n_resamples: int, seed: int) -> "Resampler":
+    def stratified(cls, labels: np.ndarray, *, n_resamples: int, seed: int) -> Resampler:
         """Resample rows keeping the class counts (as the result files' CIs do)."""
         idx = bootstrap_indices(np.asarray(labels), n_resamples, seed)
         b, n = idx.shape

@@ -69,11 +69,11 @@ def index(sections: list[dict[str, Any]]) -> str:
     """sections: one per version with keys version, note, tables, scatters [(preset, [(method, src)])]."""
     parts = [
         "<h1>fxbench leaderboard</h1>",
-        "<p>Fracture classifiers on FracAtlas radiographs: robustness to adversarial perturbations and how "
-        "well their explanations point at the expert-outlined fracture. Values are <code>value [95% CI]</code>. "
-        "Click a column header to sort; type to filter rows.</p>",
-        "<p><label>Filter <input type=\"search\" id=\"filter\" placeholder=\"submission, training, flag...\">"
-        "</label></p>",
+        ("<p>Fracture classifiers on FracAtlas radiographs: robustness to adversarial perturbations and how "
+         "well their explanations point at the expert-outlined fracture. Values are <code>value [95% CI]</code>. "
+         "Click a column header to sort; type to filter rows.</p>"),
+        ("<p><label>Filter <input type=\"search\" id=\"filter\" placeholder=\"submission, training, flag...\">"
+         "</label></p>"),
     ]
     for s in sections:
         v = s["version"]
@@ -182,9 +182,9 @@ def _scores_table(view: MethodsView, scores: dict, table_id: str) -> str:
 def methods_page(view: MethodsView) -> str:
     parts = [
         f"<h1>Explanation methods, benchmark {escape(view.version)}</h1>",
-        "<p>Attribution methods as rows, scores as columns. Pooled: the mean of the submissions' scores, "
-        "with a 95% bootstrap CI that resamples the images shared by all of them (stratified by label). "
-        "Reference maps (random, edge, centre; the mask is the ceiling) are the rows to beat.</p>",
+        ("<p>Attribution methods as rows, scores as columns. Pooled: the mean of the submissions' scores, "
+         "with a 95% bootstrap CI that resamples the images shared by all of them (stratified by label). "
+         "Reference maps (random, edge, centre; the mask is the ceiling) are the rows to beat.</p>"),
         "<h2>Pooled over submissions</h2>", _scores_table(view, view.pooled, "methods-pooled"),
     ]
     for sid in sorted(view.per_submission):

@@ -114,7 +114,7 @@ def read_samples(path: Path, result: dict[str, Any], source: Path) -> pd.DataFra
         raise ResultError(f"{source}: its per-sample file {path.name} is missing (expected at {path})")
     try:
         df = pd.read_parquet(path)
-    except Exception as e:  # pyarrow raises several types for a damaged file
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
         raise ResultError(f"{path}: not a readable parquet file ({e})") from None
     for col in ("image_id", LABEL):
         if col not in df.columns:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ..results.metrics import REDUCERS
 from .layout import Layout
 from .resample import Resampler
 from .store import StoredResult, VersionSpec
@@ -166,8 +167,6 @@ def pooled_score(results: list[StoredResult], mid: str, spec: VersionSpec, cache
     """Mean over submissions of each one's score, on the images all of them were evaluated on; the CI
     resamples those images (stratified by label) once per draw for every submission, so that the
     submissions' shared dependence on the same images is kept."""
-    from ..results.metrics import REDUCERS
-
     key = tuple(r.id for r in results)
     if key not in cache:
         ids = set(results[0].samples["image_id"])

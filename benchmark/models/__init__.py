@@ -1,6 +1,6 @@
 """Submission loading: model.yaml -> verified checkpoint -> CanonicalModel."""
 
-from .device import resolve_device
+from .device import resolve_device, strict_fp32
 from .factory import create_model, find_gradcam_layer
 from .spec import ModelSpec
 from .submission import Submission, load_submission
@@ -19,6 +19,7 @@ __all__ = [
     "find_gradcam_layer",
     "load_submission",
     "resolve_device",
+    "strict_fp32",
     "validate_submission",
     "wrap",
 ]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -29,3 +31,19 @@ def resolve_device(name: str) -> torch.device:
     if index >= count:
         raise DeviceError(f"--device {name}: only {count} CUDA device(s) here (cuda:0 to cuda:{count - 1})")
     return torch.device("cuda", index)
+
+
+@contextmanager
+def strict_fp32() -> Iterator[None]:
+    """Full float32 on CUDA inside the block: no TF32 in convolutions or matrix products.
+
+    With TF32 (PyTorch's default for cuDNN convolutions) an image's logits change by ~1e-3 with the batch it
+    is in (measured on an H200 with resnet18), so results would depend on batch composition.
+    """
+    saved = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved

@@ -15,16 +15,18 @@ import torch
 
 from ..errors import SubmissionError
 from .checkpoint import load_weights, parse_state_dict, read_checkpoint
-from .device import resolve_device
+from .device import resolve_device, strict_fp32
 from .factory import create_model
 from .submission import read_spec, wrap_for_spec
 from .wrapper import CANONICAL_SIZE, CanonicalModel
 
 BATCH_SIZE = 4
 BATCH_SEED = 0
-# Two passes over the same batch must agree to float rounding; alone vs in a batch, to kernel rounding.
-REPEAT_TOL = {"rtol": 1e-5, "atol": 1e-6}
-BATCH_TOL = {"rtol": 1e-4, "atol": 1e-4}
+# Allowed differences, times max(1, largest |logit|). Two passes over the same batch must agree to float
+# rounding. An image alone vs in its batch may take other kernels (float32 rounding; with TF32, which the
+# checks switch off, we measured 1e-3 on an H200), while batch statistics change logits by much more.
+REPEAT_TOL = 1e-5
+BATCH_TOL = 1e-3
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,17 @@ class ValidationReport:
 
 
 def canonical_batch(n: int = BATCH_SIZE, *, seed: int = BATCH_SEED) -> torch.Tensor:
+    """N x 1 x 224 x 224 in [0, 1]: noise at different brightness and contrast (the first image dark and flat),
+    so that a model using batch statistics sees a batch unlike the first image alone."""
     g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, 1, CANONICAL_SIZE, CANONICAL_SIZE, generator=g)
+    noise = torch.rand(n, 1, CANONICAL_SIZE, CANONICAL_SIZE, generator=g)
+    low = torch.linspace(0.05, 0.5, n).view(n, 1, 1, 1)
+    span = torch.linspace(0.2, 0.5, n).view(n, 1, 1, 1)
+    return low + span * noise
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, tol: float) -> bool:
+    return bool(((a - b).abs() <= tol * max(1.0, a.abs().max().item())).all())
 
 
 def _call(model: CanonicalModel, x: torch.Tensor) -> torch.Tensor:
@@ -95,7 +106,7 @@ def _output_checks(model: CanonicalModel, device: torch.device) -> list[tuple[st
     def deterministic() -> str:
         with torch.no_grad():
             again = _call(model, x)
-        if not torch.allclose(seen["out"], again, **REPEAT_TOL):
+        if not _close(seen["out"], again, REPEAT_TOL):
             diff = (seen["out"] - again).abs().max().item()
             raise SubmissionError(
                 f"not deterministic in eval mode: two passes over the same batch differ by up to {diff:.3g} "
@@ -108,7 +119,7 @@ def _output_checks(model: CanonicalModel, device: torch.device) -> list[tuple[st
             alone = _call(
                 model, x[:1]
             )  # the first image on its own: one extra pass is enough to see batch statistics
-        if not torch.allclose(seen["out"][:1], alone, **BATCH_TOL):
+        if not _close(seen["out"][:1], alone, BATCH_TOL):
             diff = (seen["out"][:1] - alone).abs().max().item()
             raise SubmissionError(
                 f"not deterministic in eval mode: an image's logits depend on the rest of its batch (differ by up "
@@ -149,11 +160,12 @@ def _output_checks(model: CanonicalModel, device: torch.device) -> list[tuple[st
 def check_model_outputs(model: CanonicalModel, *, device: torch.device | str) -> None:
     """Raise SubmissionError unless ``model`` (already on ``device``) behaves as an evaluable classifier."""
     device = torch.device(device)
-    for name, run in _output_checks(model, device):
-        try:
-            run()
-        except SubmissionError as e:
-            raise SubmissionError(f"model check '{name}' failed: {e}") from None
+    with strict_fp32():
+        for name, run in _output_checks(model, device):
+            try:
+                run()
+            except SubmissionError as e:
+                raise SubmissionError(f"model check '{name}' failed: {e}") from None
 
 
 def validate_submission(
@@ -204,9 +216,9 @@ def validate_submission(
     ]
     ok = _run(steps[:1], checks) and _run(steps[1:], checks, prefix=f"{state['file'].yaml_path}: ")
     if ok:
-        ok = _run(
-            _output_checks(state["model"], target), checks, prefix=f"{state['file'].yaml_path}: model check "
-        )
+        with strict_fp32():
+            prefix = f"{state['file'].yaml_path}: model check "
+            ok = _run(_output_checks(state["model"], target), checks, prefix=prefix)
     file = state.get("file")
     return ValidationReport(
         ok=ok,

@@ -68,7 +68,7 @@ class CanonicalModel(nn.Module):
             return z
         return z[:, [1 - self.fracture_index, self.fracture_index]]
 
-    def train(self, mode: bool = True) -> "CanonicalModel":
+    def train(self, mode: bool = True) -> CanonicalModel:
         # Always evaluated in eval mode: batch-norm statistics and dropout must not move during attacks.
         return super().train(False)
 

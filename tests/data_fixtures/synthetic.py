@@ -17,8 +17,14 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 W, H = 80, 60  # displayed size of every image (landscape)
-SPLIT = {"IMG0000000": "train", "IMG0000001": "train", "IMG0000002": "train", "IMG0000003": "valid",
-         "IMG0000004": "valid", "IMG0000005": "test"}
+SPLIT = {
+    "IMG0000000": "train",
+    "IMG0000001": "train",
+    "IMG0000002": "train",
+    "IMG0000003": "valid",
+    "IMG0000004": "valid",
+    "IMG0000005": "test",
+}
 NON_FRACTURED = [f"IMG00001{i:02d}" for i in range(8)]
 EXIF_ID, TRUNCATED_ID, CSV_MISMATCH_ID = "IMG0000003", "IMG0000102", "IMG0000005"
 
@@ -64,8 +70,9 @@ def make_release(root: Path) -> Path:
             data = _jpeg(shown)
         (fr / f"{image_id}.jpg").write_bytes(data)
         coco["images"].append({"id": i + 1, "width": W, "height": H, "file_name": f"{image_id}.jpg"})
-        coco["annotations"].append({"id": i, "image_id": i + 1, "category_id": 0, "iscrowd": 0,
-                                    "segmentation": [b.polygon()]})
+        coco["annotations"].append(
+            {"id": i, "image_id": i + 1, "category_id": 0, "iscrowd": 0, "segmentation": [b.polygon()]}
+        )
         rows.append((image_id, 0 if image_id == CSV_MISMATCH_ID else 1, 1))
     for image_id in NON_FRACTURED:
         data = _jpeg(Image.new("L", (W, H), 60))
@@ -75,11 +82,41 @@ def make_release(root: Path) -> Path:
         rows.append((image_id, 0, 0))
     with open(root / "dataset.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["image_id", "hand", "leg", "hip", "shoulder", "mixed", "hardware", "multiscan", "fractured",
-                    "fracture_count", "frontal", "lateral", "oblique"])
+        w.writerow(
+            [
+                "image_id",
+                "hand",
+                "leg",
+                "hip",
+                "shoulder",
+                "mixed",
+                "hardware",
+                "multiscan",
+                "fractured",
+                "fracture_count",
+                "frontal",
+                "lateral",
+                "oblique",
+            ]
+        )
         for k, (image_id, fractured, count) in enumerate(rows):
-            w.writerow([f"{image_id}.jpg", int(k % 4 == 0), int(k % 4 == 1), int(k % 4 == 2), int(k % 4 == 3), 0,
-                        int(k == 1), 0, fractured, count, 1, int(k % 2), 0])
+            w.writerow(
+                [
+                    f"{image_id}.jpg",
+                    int(k % 4 == 0),
+                    int(k % 4 == 1),
+                    int(k % 4 == 2),
+                    int(k % 4 == 3),
+                    0,
+                    int(k == 1),
+                    0,
+                    fractured,
+                    count,
+                    1,
+                    int(k % 2),
+                    0,
+                ]
+            )
     ann = root / "Annotations" / "COCO JSON"
     ann.mkdir(parents=True)
     (ann / "COCO_fracture_masks.json").write_text(json.dumps(coco))
