@@ -332,11 +332,10 @@ def test_tiny_timm_quick_methods_run(tiny_model):
 def test_through_the_runner_with_robustness_images(tmp_path, monkeypatch):
     """fxbench run with the explanation battery: shards go through the store (parquet + JSON), adversarial
     images come from the shard store, and the result file validates."""
-    from submission_kit import make_submission
-
     from fxbench.definition import BenchmarkDefinition
     from fxbench.results.resultfile import read_result
     from fxbench.run import run_submission
+    from submission_kit import make_submission
 
     original = BenchmarkDefinition.battery_config
 

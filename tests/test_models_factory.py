@@ -150,3 +150,13 @@ def test_gradcam_layer_without_feature_info_is_the_last_spatial_module():
 def test_gradcam_layer_is_none_for_token_models():
     net = timm.create_model("test_vit", pretrained=False, num_classes=2, in_chans=1, img_size=64)
     assert find_gradcam_layer(net, spec_of()) is None
+
+
+def test_entrypoint_sibling_modules_do_not_leak_between_submissions(tmp_path):
+    for width in (3, 5):
+        folder = tmp_path / f"w{width}"
+        folder.mkdir()
+        (folder / "model.py").write_text(textwrap.dedent(ENTRY))
+        (folder / "helper.py").write_text(f"def width():\n    return {width}\n")
+        net = create_model(entrypoint_spec("model.py:build"), folder=folder, trust_code=True)
+        assert net[0].out_channels == width

@@ -244,7 +244,7 @@ class ExplanationBattery:
     ) -> None:
         tag = cfg.under_attack.attack
         try:
-            # Same seed as on the clean image: random maps and SmoothGrad noise are paired, so the drop is the attack's.
+            # The clean image's seed: random maps and SmoothGrad noise are paired, so the drop is the attack's
             maps = self._maps(name, model, x_adv, masks, cfg, sub_seed(seed, name), device)
         except UnsupportedMethod as e:
             info["unsupported"][f"{name}/adv-{tag}"] = e.reason

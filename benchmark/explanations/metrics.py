@@ -162,8 +162,8 @@ def _localisation(quantus_metric: Callable[[Any], Any]):
     def fn(inp: MetricInputs, p) -> np.ndarray:
         m = quantus_metric(p)
         a = _per_sample_max(inp.maps.astype(np.float64))
-        # AttributionLocalisation divides by x_batch[2:].size (a slice of the batch, 0 for batches of <= 2) for
-        # its unused weighted ratio, then warns: harmless with weighted=False, silenced here.
+        # AttributionLocalisation divides by x_batch[2:].size (a slice of the batch: 0 for batches of <= 2)
+        # for its unused weighted ratio, then warns: harmless with weighted=False, silenced here.
         with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             out = m.evaluate_batch(x_batch=inp.x, a_batch=a, s_batch=inp.masks.astype(bool))

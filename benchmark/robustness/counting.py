@@ -23,7 +23,8 @@ class CountingModel(nn.Module):
         self.counts: dict[str, dict[str, int]] = defaultdict(lambda: {"fwd": 0, "fwd_grad": 0, "bwd": 0})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.model(x)
+        # A copy: Square writes into the logits it gets, which must not reach the model's own tensors.
+        z = self.model(x).clone()
         n = int(x.shape[0])
         c = self.counts[self.phase]
         c["fwd"] += n
