@@ -96,8 +96,8 @@ class RunContext:
     _tensor_loader: Any = None
 
     def load_tensors(self, battery: str) -> dict[str, torch.Tensor]:
-        """All tensors saved by ``battery``'s shards, merged (keys must be unique across shards)."""
-        return self._tensor_loader(battery)
+        """All tensors saved by ``battery``'s shards, merged (keys must be unique across shards); {} if none."""
+        return self._tensor_loader(battery) if self._tensor_loader is not None else {}
 
     def shard_seed(self, battery: str, shard: str) -> int:
         import hashlib
