@@ -92,7 +92,7 @@ class RunContext:
     preset: str
     work_dir: Path  # this run's shard folder; read other batteries' outputs through ``load_tensors``
     quiet: bool = False
-    previous: dict[str, "BatteryResult"] = field(default_factory=dict)  # earlier batteries, by name
+    previous: dict[str, BatteryResult] = field(default_factory=dict)  # earlier batteries, by name
     _tensor_loader: Any = None
 
     def load_tensors(self, battery: str) -> dict[str, torch.Tensor]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import yaml
@@ -61,7 +61,7 @@ class BenchmarkDefinition:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_definition(version: str = "v1") -> BenchmarkDefinition:
     folder = SPECS_DIR / version
     if not folder.is_dir():

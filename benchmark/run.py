@@ -15,9 +15,10 @@ import shutil
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -88,12 +89,12 @@ def run_submission(
     version: str = "v1",
     progress: Progress | None = None,
 ) -> RunResult:
-    from .data import load_arrays
-    from .models import check_model_outputs, load_submission, resolve_device
+    from .data import EmbeddedDataWarning, load_arrays
+    from .models import check_model_outputs, load_submission, resolve_device, strict_fp32
 
     progress = progress or Progress()
     started = time.time()
-    started_at = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    started_at = datetime.now(UTC).replace(microsecond=0).isoformat()
     if limit is not None and limit < 2:
         raise FxbenchError(f"--limit {limit}: need at least 2 images (one per class)")
 
@@ -110,7 +111,9 @@ def run_submission(
     sub = load_submission(path, trust_code=trust_code, device=str(dev))
     model = sub.model
     check_model_outputs(model, device=dev)
-    evalset = load_arrays(data, split=definition.raw["dataset"]["split"], limit=limit)
+    with warnings.catch_warnings():  # said once below through progress.note, not as a Python warning
+        warnings.simplefilter("ignore", EmbeddedDataWarning)
+        evalset = load_arrays(data, split=definition.raw["dataset"]["split"], limit=limit)
     if evalset.dataset.name.endswith("embedded"):
         progress.note(
             f"No prepared dataset found: using the embedded subset ({len(evalset)} images). "
@@ -138,25 +141,9 @@ def run_submission(
         plan.append((name, battery, config, battery.shards(evalset, config)))
     progress.start(sum(len(keys) for *_, keys in plan))
 
-    results: dict[str, BatteryResult] = {}
-    n_run = n_resumed = 0
-    for name, battery, config, keys in plan:
-        outputs: dict[str, ShardOutput] = {}
-        for key in keys:
-            if store.done(name, key):
-                outputs[key] = store.load(name, key)
-                n_resumed += 1
-                progress.advance(name, key, True)
-                continue
-            _seed_everything(ctx.shard_seed(name, key))
-            output = battery.run_shard(key, model=model, evalset=evalset, config=config, ctx=ctx)
-            store.save(name, key, output)
-            outputs[key] = store.load(name, key)  # use exactly what a resumed run would read
-            n_run += 1
-            progress.advance(name, key, False)
-        _seed_everything(ctx.shard_seed(name, "finalize"))
-        results[name] = battery.finalize(outputs, model=model, evalset=evalset, config=config, ctx=ctx)
-        ctx.previous[name] = results[name]
+    with strict_fp32():  # float32 evaluation: TF32 would make logits depend on batch composition
+        results, n_run, n_resumed = _run_batteries(plan, model=model, evalset=evalset, store=store, ctx=ctx,
+                                                   progress=progress)
 
     samples = _merge_samples(evalset, results)
     metric_defs = [m for r in results.values() for m in r.metrics]
@@ -184,18 +171,7 @@ def run_submission(
                 "leaderboard_eligible": bool(evalset.dataset.leaderboard_eligible and limit is None),
             },
         },
-        "submission": {
-            "id": sub.spec.id,
-            "name": sub.spec.name,
-            "authors": list(sub.spec.authors),
-            "url": sub.spec.url,
-            "license": sub.spec.license,
-            "architecture": _architecture(sub.spec),
-            "n_parameters": int(sub.n_parameters),
-            "yaml_sha256": sub.yaml_sha256,
-            "checkpoint_sha256": sub.checkpoint_sha256,
-            "training": _training(sub.spec),
-        },
+        "submission": sub.to_json(),
         "metrics": {k: v.to_json() for k, v in sorted(metrics.items())},
         "flags": [f.to_json() for f in flags],
         "components": {name: r.info for name, r in results.items()},
@@ -218,6 +194,30 @@ def run_submission(
     _write_result_dir(final, result, samples, results)
     shutil.rmtree(work_dir, ignore_errors=True)
     return RunResult(out_dir=final, result=result, samples=samples, shards_run=n_run, shards_resumed=n_resumed)
+
+
+def _run_batteries(plan, *, model, evalset: EvalSet, store: ShardStore, ctx: RunContext, progress: Progress):
+    results: dict[str, BatteryResult] = {}
+    n_run = n_resumed = 0
+    for name, battery, config, keys in plan:
+        outputs: dict[str, ShardOutput] = {}
+        for key in keys:
+            if store.done(name, key):
+                outputs[key] = store.load(name, key)
+                n_resumed += 1
+                progress.advance(name, key, True)
+                continue
+            _seed_everything(ctx.shard_seed(name, key))
+            output = battery.run_shard(key, model=model, evalset=evalset, config=config, ctx=ctx)
+            store.save(name, key, output)
+            outputs[key] = store.load(name, key)  # use exactly what a resumed run would read
+            n_run += 1
+            progress.advance(name, key, False)
+        _seed_everything(ctx.shard_seed(name, "finalize"))
+        results[name] = battery.finalize(outputs, model=model, evalset=evalset, config=config, ctx=ctx)
+        ctx.previous[name] = results[name]
+
+    return results, n_run, n_resumed
 
 
 def _merge_samples(evalset: EvalSet, results: dict[str, BatteryResult]) -> pd.DataFrame:
@@ -276,17 +276,6 @@ def _deterministic_backends() -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def _architecture(spec) -> str | None:
-    return getattr(spec.model, "timm", None) or getattr(spec.model, "entrypoint", None)
-
-
-def _training(spec) -> dict[str, Any]:
-    t = spec.training
-    if t is None:
-        return {}
-    return t.model_dump(mode="json") if hasattr(t, "model_dump") else dict(t)
-
-
 def _versions() -> dict[str, str | None]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -302,7 +291,7 @@ def _versions() -> dict[str, str | None]:
 def _git_commit() -> str | None:
     try:
         root = Path(__file__).resolve().parent.parent
-        r = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        r = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=False, capture_output=True, text=True, timeout=5)
         return r.stdout.strip() or None if r.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None

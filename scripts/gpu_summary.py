@@ -11,8 +11,11 @@ import csv
 import json
 from pathlib import Path
 
-HEADLINES = [("clean/balanced_accuracy", "clean BA"), ("robust/linf-4/accuracy", "robust acc 4/255"),
-             ("xai/saliency/relevance_mass_accuracy", "saliency RMA")]
+HEADLINES = [
+    ("clean/balanced_accuracy", "clean BA"),
+    ("robust/linf-4/accuracy", "robust acc 4/255"),
+    ("xai/saliency/relevance_mass_accuracy", "saliency RMA"),
+]
 
 
 def _read_json(path: Path) -> dict:
@@ -39,9 +42,17 @@ def rows(timings: Path, submissions: Path, results: Path) -> list[list[str]]:
         epochs = f"{log.get('best_epoch', '-')}/{len(log.get('epochs', []))}" if log else "-"
         pgd = final.get("pgd_balanced_accuracy")
         result = _read_json(results / sid / "result.json")
-        out.append([sid, phases.get("train", "-"), epochs,
-                    f"{final['balanced_accuracy']:.3f}" if final else "-", "-" if pgd is None else f"{pgd:.3f}",
-                    phases.get("eval", "-"), *[_metric(result, k) for k, _ in HEADLINES]])
+        out.append(
+            [
+                sid,
+                phases.get("train", "-"),
+                epochs,
+                f"{final['balanced_accuracy']:.3f}" if final else "-",
+                "-" if pgd is None else f"{pgd:.3f}",
+                phases.get("eval", "-"),
+                *[_metric(result, k) for k, _ in HEADLINES],
+            ]
+        )
     return out
 
 
@@ -51,7 +62,15 @@ def main() -> None:
     ap.add_argument("--submissions", type=Path, default=Path("submissions"))
     ap.add_argument("--results", type=Path, default=Path("results"))
     args = ap.parse_args()
-    header = ["id", "train", "best/epochs", "holdout BA", "holdout PGD BA", "eval", *[h for _, h in HEADLINES]]
+    header = [
+        "id",
+        "train",
+        "best/epochs",
+        "holdout BA",
+        "holdout PGD BA",
+        "eval",
+        *[h for _, h in HEADLINES],
+    ]
     body = rows(args.timings, args.submissions, args.results)
     widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
     for r in [header, ["-" * w for w in widths], *body]:

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from fxbench.battery import DatasetInfo, EvalSet
 from fxbench.models import wrap
 

@@ -7,12 +7,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import roc_auc_score
-
 from fxbench.errors import FxbenchError, ResultError
 from fxbench.io import atomic_write, atomic_write_json, canonical_json
 from fxbench.registry import Registry
 from fxbench.results.metrics import MetricDef, bootstrap_indices, compute_metric, compute_metrics
+from sklearn.metrics import roc_auc_score
 
 
 def test_registry_refuses_duplicates_and_suggests():

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-
 from conftest import LinearPixels, linear_model
 from fxbench.battery import DatasetInfo, EvalSet, RunContext
 from fxbench.models import wrap
@@ -22,6 +21,15 @@ L2 = 1.75
 PATCH = (slice(100, 110), slice(100, 110))  # w = +-1 (checkerboard) on a 10 x 10 patch
 CLIP = [(30, 30), (30, 31), (31, 30), (31, 31)]  # w = +1, +1, -1, -1 with 0.002 of room: the box binds
 ROOM = 0.002
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """On this shared 2-core machine two torch threads per process thrash (20x slower here): use one."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def spec_config(preset: str = "quick", **overrides) -> dict:
@@ -183,7 +191,12 @@ def assert_exact(samples: pd.DataFrame, expected: dict, budgets: list[str]) -> N
 @pytest.fixture(scope="module")
 def two_logit_run(linear_case, tmp_path_factory):
     w, evalset, _, _ = linear_case
-    return run(variants(w)["two-logits"], evalset, small_config(), tmp_path_factory.mktemp("rb"))
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # module-scoped: set up before the one_thread fixture
+    try:
+        return run(variants(w)["two-logits"], evalset, small_config(), tmp_path_factory.mktemp("rb"))
+    finally:
+        torch.set_num_threads(n)
 
 
 def test_linear_model_robust_accuracy_is_exact(linear_case, two_logit_run):

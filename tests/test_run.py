@@ -9,11 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from safetensors.torch import save_file
-
 from conftest import tiny_timm
 from fxbench.definition import BenchmarkDefinition
 from fxbench.results.resultfile import read_result
+from safetensors.torch import save_file
 
 LIMIT = 8
 

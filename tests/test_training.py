@@ -11,23 +11,29 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from safetensors import safe_open
-
 from conftest import LinearPixels, make_evalset
 from fxbench.errors import DataError
 from fxbench.training import (
-    TrainingConfigError, class_weights, export_arrays, holdout_split, load_config, load_train_arrays, train_baseline,
+    TrainingConfigError,
+    class_weights,
+    export_arrays,
+    holdout_split,
+    load_config,
+    load_train_arrays,
+    train_baseline,
 )
 from fxbench.training.adversarial import pgd_linf, trades_adversary
 from fxbench.training.augment import augment
 from fxbench.training.config import Augment
 from fxbench.training.loop import Normalized
+from safetensors import safe_open
 
 EPS = 4 / 255
 SHIPPED = ["erm", "pgd-at", "fgsm-rs", "trades"]
 
 
 # --- configs -----------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", SHIPPED)
 @pytest.mark.parametrize("recipe", ["gpu", "cpu"])
@@ -43,8 +49,19 @@ def test_shipped_configs_parse_at_canonical_resolution(name, recipe):
 
 def test_the_three_baselines_share_everything_but_the_objective():
     configs = [load_config(n, recipe="gpu") for n in ("erm", "pgd-at", "fgsm-rs")]
-    shared = ["seed", "model", "normalize", "holdout", "imbalance", "augment", "optimizer", "schedule", "epochs",
-              "batch_size", "amp"]
+    shared = [
+        "seed",
+        "model",
+        "normalize",
+        "holdout",
+        "imbalance",
+        "augment",
+        "optimizer",
+        "schedule",
+        "epochs",
+        "batch_size",
+        "amp",
+    ]
     for key in shared:
         assert len({json.dumps(c.model_dump(mode="json")[key], sort_keys=True) for c in configs}) == 1, key
     assert [c.adversarial.method for c in configs] == ["none", "pgd", "fgsm_rs"]
@@ -96,6 +113,7 @@ def test_unknown_key_and_bad_values_name_file_and_field(tmp_path):
 
 # --- holdout and class weights ----------------------------------------------------------------------------
 
+
 def test_holdout_is_the_hash_smallest_per_class_and_order_free():
     ids = [f"IMG{i:07d}" for i in range(40)]
     y = torch.tensor([1 if i % 5 == 0 else 0 for i in range(40)])  # 8 fractured, 32 not
@@ -104,8 +122,10 @@ def test_holdout_is_the_hash_smallest_per_class_and_order_free():
     # Hand-computed: per class, the round(0.25 n) ids with the smallest sha256("s/<id>").
     expect = set()
     for label, k in ((1, 2), (0, 8)):
-        members = sorted((i for i, v in zip(ids, y.tolist()) if v == label),
-                         key=lambda i: hashlib.sha256(f"s/{i}".encode()).hexdigest())
+        members = sorted(
+            (i for i, v in zip(ids, y.tolist()) if v == label),
+            key=lambda i: hashlib.sha256(f"s/{i}".encode()).hexdigest(),
+        )
         expect |= set(members[:k])
     assert held == expect
     assert set(split.fit.tolist()).isdisjoint(split.holdout.tolist())
@@ -129,6 +149,7 @@ def test_class_weights_match_hand_computed():
 
 # --- training-time attacks ---------------------------------------------------------------------------------
 
+
 def _linear_pixels(seed: int = 0, size: int = 224):
     g = torch.Generator().manual_seed(seed)
     w = 1e-3 * torch.randn(1, size * size, generator=g)  # small: the loss must not saturate (zero gradient)
@@ -150,18 +171,34 @@ def test_pgd_on_a_linear_model_reaches_the_known_corner():
     x_adv = pgd_linf(model, x, y, eps=EPS, alpha=1 / 255, steps=6, random_start=False)
     assert torch.allclose(x_adv, (x - EPS * w.sign()).clamp(0, 1), atol=1e-7)
     # From a random start it needs (2 eps) / alpha steps to cross the ball.
-    x_adv = pgd_linf(model, x, y, eps=EPS, alpha=1 / 255, steps=9, random_start=True,
-                     generator=torch.Generator().manual_seed(0))
+    x_adv = pgd_linf(
+        model,
+        x,
+        y,
+        eps=EPS,
+        alpha=1 / 255,
+        steps=9,
+        random_start=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert torch.allclose(x_adv, (x - EPS * w.sign()).clamp(0, 1), atol=1e-7)
 
 
 def test_fgsm_rs_step_is_the_known_answer_within_eps_and_box():
     model, w = _linear_pixels()
     x, y = _images(), torch.zeros(3, dtype=torch.long)
-    x_adv = pgd_linf(model, x, y, eps=EPS, alpha=1.25 * EPS, steps=1, random_start=True,
-                     generator=torch.Generator().manual_seed(5))
+    x_adv = pgd_linf(
+        model,
+        x,
+        y,
+        eps=EPS,
+        alpha=1.25 * EPS,
+        steps=1,
+        random_start=True,
+        generator=torch.Generator().manual_seed(5),
+    )
     u = torch.rand(x.shape, generator=torch.Generator().manual_seed(5))
-    start = ((x + (2 * u - 1) * EPS).clamp(0, 1) - x)
+    start = (x + (2 * u - 1) * EPS).clamp(0, 1) - x
     # Label 0: the loss rises along +w.
     expect = (x + (start + 1.25 * EPS * w.sign()).clamp(-EPS, EPS)).clamp(0, 1)
     assert torch.allclose(x_adv, expect, atol=1e-7)
@@ -175,8 +212,10 @@ def test_pgd_and_trades_stay_in_the_budget_on_a_cnn(tiny_model):
         p.requires_grad_(True)
     x, y = _images(2), torch.tensor([0, 1])
     g = torch.Generator().manual_seed(0)
-    for x_adv in (pgd_linf(net, x, y, eps=EPS, alpha=2 / 255, steps=3, generator=g),
-                  trades_adversary(net, x, eps=EPS, alpha=2 / 255, steps=3, generator=g)):
+    for x_adv in (
+        pgd_linf(net, x, y, eps=EPS, alpha=2 / 255, steps=3, generator=g),
+        trades_adversary(net, x, eps=EPS, alpha=2 / 255, steps=3, generator=g),
+    ):
         assert (x_adv - x).abs().max() <= EPS + 1e-7
         assert x_adv.min() >= 0 and x_adv.max() <= 1
         assert (x_adv - x).abs().max() > EPS / 2  # it did move
@@ -185,13 +224,16 @@ def test_pgd_and_trades_stay_in_the_budget_on_a_cnn(tiny_model):
 
 # --- augmentations -----------------------------------------------------------------------------------------
 
+
 def test_augment_identity_flip_and_range():
     x = _images(4)
     g = torch.Generator().manual_seed(0)
     # grid_sample's float32 coordinates are exact to about 3e-5 of a pixel value (1/100 of a grey level).
     assert torch.allclose(augment(x, Augment(), generator=g), x, atol=1e-4)
     assert torch.allclose(augment(x, Augment(hflip=1.0), generator=g), x.flip(-1), atol=1e-4)
-    strong = Augment(hflip=0.5, rotate_deg=10, scale=(0.9, 1.1), translate=0.05, brightness=0.05, contrast=0.1)
+    strong = Augment(
+        hflip=0.5, rotate_deg=10, scale=(0.9, 1.1), translate=0.05, brightness=0.05, contrast=0.1
+    )
     out = augment(x, strong, generator=g)
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
     assert not torch.allclose(out, x, atol=1e-3)
@@ -210,11 +252,14 @@ def test_augment_shift_moves_content_and_fills_black():
     # Mass is kept (the square stays inside) but its centre moved.
     assert float(out.sum()) == pytest.approx(float(x.sum()), rel=0.02)
     rows = torch.arange(224.0).view(1, 1, -1, 1)
-    assert abs(float((out * rows).sum() / out.sum()) - 111.5) > 0.5 or \
-        abs(float((out * rows.transpose(2, 3)).sum() / out.sum()) - 111.5) > 0.5
+    assert (
+        abs(float((out * rows).sum() / out.sum()) - 111.5) > 0.5
+        or abs(float((out * rows.transpose(2, 3)).sum() / out.sum()) - 111.5) > 0.5
+    )
 
 
 # --- data sources ------------------------------------------------------------------------------------------
+
 
 def _learnable(n: int = 12, seed: int = 0):
     """Synthetic canonical set with a learnable signal: fractured images carry a bright bar."""
@@ -222,7 +267,9 @@ def _learnable(n: int = 12, seed: int = 0):
     x = ev.x * 0.5
     x[ev.y == 1, :, 90:130, 60:160] += 0.5
     meta = ev.meta.assign(split="train")
-    return type(ev)(ids=ev.ids, x=(x * 255).round() / 255, y=ev.y, masks=ev.masks, meta=meta, dataset=ev.dataset)
+    return type(ev)(
+        ids=ev.ids, x=(x * 255).round() / 255, y=ev.y, masks=ev.masks, meta=meta, dataset=ev.dataset
+    )
 
 
 @pytest.fixture
@@ -233,8 +280,14 @@ def fake_data(monkeypatch):
     def load_arrays(path=None, *, split="eval", limit=None):
         calls.append(split)
         ev = _learnable()
-        return type(ev)(ids=ev.ids, x=ev.x, y=ev.y, masks=ev.masks, meta=ev.meta.assign(split=split if split != "eval" else "test"),
-                        dataset=ev.dataset)
+        return type(ev)(
+            ids=ev.ids,
+            x=ev.x,
+            y=ev.y,
+            masks=ev.masks,
+            meta=ev.meta.assign(split=split if split != "eval" else "test"),
+            dataset=ev.dataset,
+        )
 
     import fxbench.data
 
@@ -242,15 +295,15 @@ def fake_data(monkeypatch):
     return calls
 
 
-@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
-def test_export_round_trip_and_eval_split_refused(tmp_path, fake_data, suffix):
-    info = export_arrays("train", tmp_path / f"train{suffix}")
+@pytest.mark.parametrize("suffix,encoding", [(".npz", "raw"), (".npz", "png"), (".safetensors", "raw")])
+def test_export_round_trip_and_eval_split_refused(tmp_path, fake_data, suffix, encoding):
+    info = export_arrays("train", tmp_path / f"train{suffix}", encoding=encoding)
     assert info.n == 12 and info.n_fractured == 6
     arrays = load_train_arrays(info.path)
     ref = _learnable()
     assert arrays.ids == ref.ids and torch.equal(arrays.y, ref.y)
     assert arrays.x.dtype == torch.uint8 and torch.equal(arrays.x, (ref.x * 255).round().to(torch.uint8))
-    export_arrays("eval", tmp_path / f"eval{suffix}")
+    export_arrays("eval", tmp_path / f"eval{suffix}", encoding=encoding)
     with pytest.raises(DataError, match="'eval' split"):
         load_train_arrays(tmp_path / f"eval{suffix}")
 
@@ -275,8 +328,11 @@ def test_bad_array_files_are_refused_with_the_field(tmp_path):
 # --- end to end --------------------------------------------------------------------------------------------
 
 # 12 images: 2 per class held out, 8 trained on in 2 batches of 4.
-TINY = {"model": {"timm": "test_resnet"}, "cpu": {"epochs": 2, "batch_size": 4, "eval_batch_size": 4},
-        "holdout": {"fraction": 0.34}}
+TINY = {
+    "model": {"timm": "test_resnet"},
+    "cpu": {"epochs": 2, "batch_size": 4, "eval_batch_size": 4},
+    "holdout": {"fraction": 0.34},
+}
 
 
 def _train_file(tmp_path: Path, fake_data) -> Path:
@@ -291,7 +347,12 @@ def test_erm_end_to_end_gives_a_valid_fp16_submission(tmp_path, fake_data):
     result = train_baseline(cfg, data=_train_file(tmp_path, fake_data), out=tmp_path / "subs", device="cpu")
     folder = result.path
     assert folder == tmp_path / "subs" / "fxb-resnet10t-erm"
-    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "model.yaml", "training_log.json", "weights.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md",
+        "model.yaml",
+        "training_log.json",
+        "weights.safetensors",
+    ]
     assert not [p for p in (tmp_path / "subs").iterdir() if p.name.startswith(".")]  # no temp folder left
 
     spec = ModelSpec.from_yaml(folder / "model.yaml")
@@ -351,6 +412,15 @@ def test_time_limit_cuts_the_epochs_and_is_recorded(tmp_path, fake_data):
     assert "1 of 5 epochs" in (result.path / "README.md").read_text()
 
 
+def test_fit_epochs_known_answers():
+    from fxbench.training.loop import fit_epochs
+
+    # 100 s budget, epoch 1 took 12 s, later epochs 8 s: 1 + floor(88 / 8) = 12.
+    assert fit_epochs(30, limit_s=100, elapsed_s=12, epoch_s=8) == 12
+    assert fit_epochs(5, limit_s=100, elapsed_s=12, epoch_s=8) == 5  # never more than planned
+    assert fit_epochs(30, limit_s=10, elapsed_s=12, epoch_s=8) == 1  # over budget already: stop after 1
+
+
 def test_cli_train_writes_the_folder_and_refuses_bad_input(tmp_path, fake_data, cli):
     cfg = _write_config(tmp_path, {**TINY, "cpu": {**TINY["cpu"], "epochs": 1}})
     data = _train_file(tmp_path, fake_data)
@@ -359,6 +429,28 @@ def test_cli_train_writes_the_folder_and_refuses_bad_input(tmp_path, fake_data, 
     assert r.stdout.strip() == str(tmp_path / "subs" / "fxb-resnet10t-erm")
     bad = _write_config(tmp_path, {"cpu": {"epochs": 0}}, name="bad.yaml")
     r = cli("train", bad, "--data", data, "--out", tmp_path / "subs", "--device", "cpu")
-    assert r.exit_code == 2 and "bad.yaml" in r.stderr and "epochs" in r.stderr and "Traceback" not in r.stderr
+    assert (
+        r.exit_code == 2 and "bad.yaml" in r.stderr and "epochs" in r.stderr and "Traceback" not in r.stderr
+    )
     r = cli("train", cfg, "--data", tmp_path / "nothing.npz", "--device", "cpu")
     assert r.exit_code == 2 and "not found" in r.stderr
+
+
+def test_trades_with_bf16_autocast_and_channels_last_trains(tmp_path, fake_data):
+    # The GPU recipe's code paths (bf16 autocast, channels_last), run on the CPU.
+    raw = yaml.safe_load(_shipped("trades").read_text())
+    cpu = {
+        **TINY["cpu"],
+        "epochs": 1,
+        "amp": "bf16",
+        "channels_last": True,
+        "adversarial": {"steps": 1},
+        "selection": {"attack": {"steps": 1}},
+    }
+    path = tmp_path / "trades.yaml"
+    path.write_text(yaml.safe_dump(_deep(raw, {**TINY, "cpu": cpu})))
+    result = train_baseline(path, data=_train_file(tmp_path, fake_data), out=tmp_path / "subs", device="cpu")
+    rec = result.outcome.history[0]
+    assert np.isfinite(rec.train_loss) and rec.holdout.pgd_balanced_accuracy is not None
+    with safe_open(str(result.path / "weights.safetensors"), framework="pt") as f:
+        assert all(f.get_tensor(k).is_contiguous() for k in f.keys())

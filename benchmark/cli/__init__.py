@@ -40,7 +40,7 @@ def _register_all() -> None:
 _register_all()
 
 
-def fail(message: str) -> "typer.Exit":
+def fail(message: str) -> typer.Exit:
     """Print a user-facing problem as one paragraph and return the exit for code 2."""
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code=2)

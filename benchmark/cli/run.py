@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -28,12 +27,12 @@ def register(app: typer.Typer) -> None:
 
 def run(
     path: Path = typer.Argument(..., help="A submission's model.yaml, or the folder holding it."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Prepared dataset folder (default: FXBENCH_HOME's, else the embedded subset)."),
+    data: Path | None = typer.Option(None, "--data", help="Prepared dataset folder (default: FXBENCH_HOME's, else the embedded subset)."),
     preset: str = typer.Option("auto", "--preset", help="quick | full | auto (full on CUDA, quick on the CPU)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
     out: Path = typer.Option(Path("runs"), "--out", help="Output folder; the result goes to OUT/<id>/."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only N images (class-balanced); not leaderboard-eligible."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed (default: the benchmark definition's)."),
+    limit: int | None = typer.Option(None, "--limit", help="Evaluate only N images (class-balanced); not leaderboard-eligible."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed (default: the benchmark definition's)."),
     trust_code: bool = typer.Option(False, "--trust-code", help="Allow a model.yaml entrypoint (runs the submitter's Python code)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; errors and the result path only."),
 ) -> None:

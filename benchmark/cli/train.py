@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -14,9 +13,18 @@ def register(app: typer.Typer) -> None:
 
 
 def train(
-    config: Path = typer.Argument(..., help="A training config (benchmark/specs/training/*.yaml), or a shipped one's name (erm, pgd-at, fgsm-rs, trades)."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Prepared dataset folder, or a .npz/.safetensors of the train split (default: the prepared dataset)."),
-    out: Path = typer.Option(Path("submissions"), "--out", help="Submissions folder; the baseline goes to OUT/<id>/."),
+    config: Path = typer.Argument(
+        ...,
+        help="A training config (benchmark/specs/training/*.yaml), or a shipped one's name (erm, pgd-at, fgsm-rs, trades).",
+    ),
+    data: Path | None = typer.Option(
+        None,
+        "--data",
+        help="Prepared dataset folder, or a .npz/.safetensors of the train split (default: the prepared dataset).",
+    ),
+    out: Path = typer.Option(
+        Path("submissions"), "--out", help="Submissions folder; the baseline goes to OUT/<id>/."
+    ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
     recipe: str = typer.Option("auto", "--recipe", help="gpu | cpu | auto (gpu on CUDA, cpu otherwise)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the submission folder."),

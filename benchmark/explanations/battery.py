@@ -278,7 +278,7 @@ class ExplanationBattery:
             return None, {"status": "not in spec"}
         tag = cfg.under_attack.attack
         prefix = f"adv/{tag}/"
-        tensors = ctx.load_tensors("robustness") if ctx._tensor_loader is not None else {}
+        tensors = ctx.load_tensors("robustness")
         if not any(k.startswith(prefix) for k in tensors) and "robustness" not in ctx.previous:
             return None, {
                 "status": "skipped",

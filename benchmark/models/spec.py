@@ -195,7 +195,7 @@ class Training(_Frozen):
     def _norm(cls, v: Any) -> Any:
         if isinstance(v, str):
             key = v.strip().lower().replace("_", "")
-            key = {"inf": "linf", "l_inf": "linf"}.get(key, key)
+            key = {"inf": "linf", "linfinity": "linf"}.get(key, key)
             if key not in {n.value for n in Norm}:
                 raise ValueError(f"must be one of {', '.join(n.value for n in Norm)}, got {v!r}")
             return Norm(key)

@@ -1,5 +1,5 @@
 """Per-sample records -> metrics with bootstrap CIs -> the versioned result file."""
 
-from .metrics import MetricDef, MetricValue, compute_metrics, REDUCERS
+from .metrics import REDUCERS, MetricDef, MetricValue, compute_metrics
 
 __all__ = ["MetricDef", "MetricValue", "compute_metrics", "REDUCERS"]

@@ -37,7 +37,7 @@ class MetricDef:
         return {"column": self.column, "reduce": self.reduce, "where": dict(self.where)}
 
     @classmethod
-    def from_json(cls, metric_id: str, definition: dict[str, Any], higher_is_better: bool) -> "MetricDef":
+    def from_json(cls, metric_id: str, definition: dict[str, Any], higher_is_better: bool) -> MetricDef:
         return cls(id=metric_id, higher_is_better=higher_is_better, **definition)
 
     def rows(self, df: pd.DataFrame) -> pd.DataFrame:

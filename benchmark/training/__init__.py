@@ -42,7 +42,21 @@ def train_baseline(
 
 
 __all__ = [
-    "EpochRecord", "ExportedArrays", "HoldoutScores", "HoldoutSplit", "TrainArrays", "TrainConfig", "TrainOutcome",
-    "TrainedSubmission", "TrainingConfigError", "class_weights", "export_arrays", "holdout_split", "load_config",
-    "load_train_arrays", "train", "train_baseline", "write_submission",
+    "EpochRecord",
+    "ExportedArrays",
+    "HoldoutScores",
+    "HoldoutSplit",
+    "TrainArrays",
+    "TrainConfig",
+    "TrainOutcome",
+    "TrainedSubmission",
+    "TrainingConfigError",
+    "class_weights",
+    "export_arrays",
+    "holdout_split",
+    "load_config",
+    "load_train_arrays",
+    "train",
+    "train_baseline",
+    "write_submission",
 ]

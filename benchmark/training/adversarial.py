@@ -57,7 +57,13 @@ def pgd_linf(
 
 
 def trades_adversary(
-    model: nn.Module, x: torch.Tensor, *, eps: float, alpha: float, steps: int, generator: torch.Generator | None = None
+    model: nn.Module,
+    x: torch.Tensor,
+    *,
+    eps: float,
+    alpha: float,
+    steps: int,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """TRADES inner maximisation: the point in the eps ball whose prediction is furthest (KL) from x's."""
     with torch.no_grad():

@@ -19,7 +19,9 @@ def _uniform(n: int, lo: float, hi: float, g: torch.Generator, device: torch.dev
     return lo + (hi - lo) * torch.rand(n, generator=g, device=device)
 
 
-def affine_matrices(n: int, cfg: Augment, *, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+def affine_matrices(
+    n: int, cfg: Augment, *, generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
     """(n, 2, 3) matrices mapping output to input coordinates (affine_grid's convention, [-1, 1] units)."""
     flip = torch.rand(n, generator=generator, device=device) < cfg.hflip
     sign = 1.0 - 2.0 * flip.float()

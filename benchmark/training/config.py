@@ -10,10 +10,18 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..errors import FxbenchError
 from ..models.spec import SLUG
@@ -37,6 +45,9 @@ def _fraction(v: Any) -> Any:
     return v
 
 
+Budget = Annotated[float, BeforeValidator(_fraction)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -49,7 +60,9 @@ class Arch(_Strict):
     @classmethod
     def _no_pretrained(cls, v: dict[str, Any]) -> dict[str, Any]:
         if v.get("pretrained"):
-            raise ValueError("pretrained weights are not allowed: baselines are trained from scratch, no downloads")
+            raise ValueError(
+                "pretrained weights are not allowed: baselines are trained from scratch, no downloads"
+            )
         return v
 
 
@@ -99,16 +112,14 @@ class Adversarial(_Strict):
     Budgets are L-inf in canonical pixel space ([0, 1] pixels, before the model's normalisation)."""
 
     method: Literal["none", "pgd", "fgsm_rs", "trades"] = "none"
-    eps: float | None = None
-    alpha: float | None = None  # step size
+    eps: Budget | None = None
+    alpha: Budget | None = None  # step size
     steps: int = Field(1, ge=1)
     random_start: bool = True
     beta: float | None = None  # TRADES trade-off
 
-    _eps = field_validator("eps", "alpha", mode="before")(classmethod(lambda cls, v: _fraction(v)))
-
     @model_validator(mode="after")
-    def _complete(self) -> "Adversarial":
+    def _complete(self) -> Adversarial:
         if self.method == "none":
             return self
         if not self.eps or not self.alpha:
@@ -121,11 +132,9 @@ class Adversarial(_Strict):
 
 
 class SelectionAttack(_Strict):
-    eps: float
-    alpha: float
+    eps: Budget
+    alpha: Budget
     steps: int = Field(ge=1)
-
-    _eps = field_validator("eps", "alpha", mode="before")(classmethod(lambda cls, v: _fraction(v)))
 
 
 class Selection(_Strict):
@@ -135,7 +144,7 @@ class Selection(_Strict):
     attack: SelectionAttack | None = None
 
     @model_validator(mode="after")
-    def _attack(self) -> "Selection":
+    def _attack(self) -> Selection:
         if self.metric != "clean_balanced_accuracy" and self.attack is None:
             raise ValueError(f"metric {self.metric} needs attack: {{eps, alpha, steps}}")
         return self
@@ -168,9 +177,11 @@ class TrainConfig(_Strict):
     channels_last: bool = False
 
     @model_validator(mode="after")
-    def _consistent(self) -> "TrainConfig":
+    def _consistent(self) -> TrainConfig:
         if self.adversarial.method == "none" and self.selection.metric != "clean_balanced_accuracy":
-            raise ValueError("selection.metric: a standard (non-adversarial) recipe selects on clean_balanced_accuracy")
+            raise ValueError(
+                "selection.metric: a standard (non-adversarial) recipe selects on clean_balanced_accuracy"
+            )
         return self
 
     @property
@@ -231,7 +242,9 @@ def load_config(
     except ValidationError as e:
         parts = []
         for err in e.errors():
-            where = ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and "[" in p)) or "(top level)"
+            where = (
+                ".".join(str(p) for p in err["loc"] if not (isinstance(p, str) and "[" in p)) or "(top level)"
+            )
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = "unknown key"

@@ -113,6 +113,13 @@ def lr_at(step: int, *, steps_per_epoch: int, epochs: int, config: TrainConfig) 
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def fit_epochs(planned: int, *, limit_s: float, elapsed_s: float, epoch_s: float) -> int:
+    """Epochs that fit the time budget, decided after epoch 1 (so the cosine schedule still ends at zero).
+
+    ``epoch_s`` comes from the steady-state step time: the first steps include one-off kernel selection."""
+    return max(1, min(planned, 1 + int((limit_s - elapsed_s) // max(epoch_s, 1e-9))))
+
+
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     o = config.optimizer
     # No weight decay on batch-norm parameters and biases (the usual practice for ResNets).
@@ -125,7 +132,9 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
 
 
 def _autocast(config: TrainConfig, device: torch.device, enabled: bool = True):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and config.amp == "bf16")
+    return torch.autocast(
+        device_type=device.type, dtype=torch.bfloat16, enabled=enabled and config.amp == "bf16"
+    )
 
 
 def _batch(x_u8: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -138,7 +147,9 @@ def _sync(device: torch.device) -> None:
 
 
 def _scores(y: torch.Tensor, p: torch.Tensor, adv_pred: torch.Tensor | None) -> HoldoutScores:
-    df = pd.DataFrame({"label": y.numpy(), "p": p.double().numpy(), "correct": ((p >= 0.5).long() == y).double().numpy()})
+    df = pd.DataFrame(
+        {"label": y.numpy(), "p": p.double().numpy(), "correct": ((p >= 0.5).long() == y).double().numpy()}
+    )
     ba = REDUCERS.get("balanced_accuracy")(df, MetricDef("ba", "correct", reduce="balanced_accuracy"))
     auroc = REDUCERS.get("auroc")(df, MetricDef("auroc", "p", reduce="auroc"))
     pgd_ba = None
@@ -151,7 +162,13 @@ def _scores(y: torch.Tensor, p: torch.Tensor, adv_pred: torch.Tensor | None) -> 
 
 
 def evaluate_holdout(
-    model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, *, config: TrainConfig, device: torch.device, amp: bool = True
+    model: nn.Module,
+    x_u8: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    config: TrainConfig,
+    device: torch.device,
+    amp: bool = True,
 ) -> HoldoutScores:
     """Clean scores (threshold 0.5 on the fracture probability, as the clean battery) and, when the selection
     uses an attack, balanced accuracy under a fixed-start PGD on the holdout."""
@@ -165,7 +182,9 @@ def evaluate_holdout(
             probs.append(F.softmax(model(xb).float(), dim=1)[:, 1].cpu())
         if attack is not None:
             with _autocast(config, device, amp):
-                xa = pgd_linf(model, xb, yb, eps=attack.eps, alpha=attack.alpha, steps=attack.steps, random_start=False)
+                xa = pgd_linf(
+                    model, xb, yb, eps=attack.eps, alpha=attack.alpha, steps=attack.steps, random_start=False
+                )
             with torch.no_grad(), _autocast(config, device, amp):
                 adv.append(model(xa).argmax(dim=1).cpu())
     return _scores(y.cpu(), torch.cat(probs), torch.cat(adv) if attack is not None else None)
@@ -180,13 +199,26 @@ def selection_score(scores: HoldoutScores, metric: str) -> float:
 
 
 def _loss(
-    model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, *, config: TrainConfig, weights: torch.Tensor,
+    model: nn.Module,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    *,
+    config: TrainConfig,
+    weights: torch.Tensor,
     generator: torch.Generator,
 ) -> torch.Tensor:
     adv = config.adversarial
     if adv.method in ("pgd", "fgsm_rs"):
-        xa = pgd_linf(model, xb, yb, eps=adv.eps, alpha=adv.alpha, steps=adv.steps,
-                      random_start=adv.random_start, generator=generator)
+        xa = pgd_linf(
+            model,
+            xb,
+            yb,
+            eps=adv.eps,
+            alpha=adv.alpha,
+            steps=adv.steps,
+            random_start=adv.random_start,
+            generator=generator,
+        )
         return F.cross_entropy(model(xa).float(), yb, weight=weights)
     if adv.method == "trades":
         xa = trades_adversary(model, xb, eps=adv.eps, alpha=adv.alpha, steps=adv.steps, generator=generator)
@@ -216,13 +248,17 @@ def train(
     fit, hold = data.subset(split.fit), data.subset(split.holdout)
     for name, part in (("training fold", fit), ("holdout", hold)):
         if len(set(part.y.tolist())) < 2:
-            raise DataError(f"{data.source}: the {name} has images of one class only; need more training images")
+            raise DataError(
+                f"{data.source}: the {name} has images of one class only; need more training images"
+            )
     mean, std = pixel_stats(fit.x)
     mean = mean if config.normalize.mean == "auto" else float(config.normalize.mean)
     std = std if config.normalize.std == "auto" else float(config.normalize.std)
     weights = class_weights(fit.y, config.imbalance)
 
     torch.manual_seed(config.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed batch shapes: let cuDNN pick the fastest kernels once
     net = timm.create_model(config.model.timm, pretrained=False, **config.model.kwargs)
     model = Normalized(net, mean=mean, std=std).to(device)
     if config.channels_last:
@@ -244,7 +280,7 @@ def train(
         model.train()
         t0 = time.perf_counter()
         order = torch.randperm(len(fit), generator=g_order).to(device)
-        total, t_steady = 0.0, None
+        total, t_steady = torch.zeros((), device=device), None
         for k in range(steps_per_epoch):
             if k == min(3, steps_per_epoch - 1):
                 _sync(device)
@@ -259,7 +295,7 @@ def train(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach())
+            total += loss.detach()  # summed on the device: no host sync per step
             step += 1
         _sync(device)
         t_train = time.perf_counter()
@@ -271,17 +307,19 @@ def train(
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.net.state_dict().items()}
         elapsed = t_end - started
         if epoch == 1 and config.time_limit_s:
-            # Fit the epoch count to the time budget from the steady-state step time (the first steps
-            # include one-off kernel selection), so the cosine schedule still ends at zero.
             t_s, k_s = t_steady
             per_step = (t_train - t_s) / max(1, steps_per_epoch - k_s)
             est = per_step * steps_per_epoch + (t_end - t_train)
-            fitted = max(1, min(planned, 1 + int((config.time_limit_s - elapsed) // est)))
+            fitted = fit_epochs(planned, limit_s=config.time_limit_s, elapsed_s=elapsed, epoch_s=est)
             if fitted < planned:
-                notes.append(f"epochs cut from {planned} to {fitted} to fit time_limit_s={config.time_limit_s:g} "
-                             f"(estimated {est:.1f} s per epoch)")
+                notes.append(
+                    f"epochs cut from {planned} to {fitted} to fit time_limit_s={config.time_limit_s:g} "
+                    f"(estimated {est:.1f} s per epoch)"
+                )
                 planned = fitted
-        record = EpochRecord(epoch, lr, total / max(1, steps_per_epoch), t_end - t0, elapsed, scores, score, planned)
+        record = EpochRecord(
+            epoch, lr, float(total) / max(1, steps_per_epoch), t_end - t0, elapsed, scores, score, planned
+        )
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
@@ -297,9 +335,23 @@ def train(
     model = model.to(memory_format=torch.contiguous_format)
     final = evaluate_holdout(model, x_hold, hold.y, config=config, device=device, amp=False)
     return TrainOutcome(
-        config=config, state=best_state, final=final, mean=mean, std=std,
-        class_weights=(float(weights[0]), float(weights[1])), history=history, best_epoch=best[0],
-        planned_epochs=planned, stop_reason=stop_reason, n_fit=len(fit), n_fit_fractured=int(fit.y.sum()),
-        n_holdout=len(hold), n_holdout_fractured=int(hold.y.sum()), wall_time_s=time.perf_counter() - started,
-        device_name=device_name(device), data_source=data.source, dataset=data.dataset, notes=notes,
+        config=config,
+        state=best_state,
+        final=final,
+        mean=mean,
+        std=std,
+        class_weights=(float(weights[0]), float(weights[1])),
+        history=history,
+        best_epoch=best[0],
+        planned_epochs=planned,
+        stop_reason=stop_reason,
+        n_fit=len(fit),
+        n_fit_fractured=int(fit.y.sum()),
+        n_holdout=len(hold),
+        n_holdout_fractured=int(hold.y.sum()),
+        wall_time_s=time.perf_counter() - started,
+        device_name=device_name(device),
+        data_source=data.source,
+        dataset=data.dataset,
+        notes=notes,
     )

@@ -40,8 +40,12 @@ def model_yaml(outcome: TrainOutcome, *, sha256: str) -> dict:
         "input": {"size": 224, "channels": 1, "mean": [outcome.mean], "std": [outcome.std]},
         "output": {"num_classes": 2, "fracture_index": 1},
         "training": training,
-        "extra": {"recipe": c.recipe, "seed": c.seed, "best_epoch": outcome.best_epoch,
-                  "trained_on": outcome.device_name},
+        "extra": {
+            "recipe": c.recipe,
+            "seed": c.seed,
+            "best_epoch": outcome.best_epoch,
+            "trained_on": outcome.device_name,
+        },
     }
 
 
@@ -96,7 +100,7 @@ def model_card(outcome: TrainOutcome) -> str:
         "## Data",
         f"- source: {outcome.data_source}; dataset: {outcome.dataset}",
         f"- training split only. Holdout for epoch selection: {100 * c.holdout.fraction:g}% of each class, the images "
-        f"with the smallest sha256(\"{c.holdout.salt}/<image_id>\") ({outcome.n_holdout} images, "
+        f'with the smallest sha256("{c.holdout.salt}/<image_id>") ({outcome.n_holdout} images, '
         f"{outcome.n_holdout_fractured} fractured); trained on the other {outcome.n_fit} ({outcome.n_fit_fractured} fractured)",
         "- the evaluation split (official valid + test) was used neither for training nor for selection",
         f"- input normalisation: mean {outcome.mean:g}, std {outcome.std:g} (training-fold pixels); class weights "
@@ -109,7 +113,11 @@ def model_card(outcome: TrainOutcome) -> str:
         f"- selected epoch: {outcome.best_epoch} (selection score {best.score:.3f})",
         f"- holdout scores of the saved fp16 weights (fp32 inference): balanced accuracy {_pct(f.balanced_accuracy)}, "
         f"sensitivity {_pct(f.sensitivity)}, specificity {_pct(f.specificity)}, AUROC {f.auroc:.3f}"
-        + (f", PGD balanced accuracy {_pct(f.pgd_balanced_accuracy)}" if f.pgd_balanced_accuracy is not None else ""),
+        + (
+            f", PGD balanced accuracy {_pct(f.pgd_balanced_accuracy)}"
+            if f.pgd_balanced_accuracy is not None
+            else ""
+        ),
         f"- per-epoch metrics: `{LOG}`",
         "",
         "## Limitations",
@@ -119,8 +127,10 @@ def model_card(outcome: TrainOutcome) -> str:
         "- Training on a GPU is seeded but not bit-for-bit reproducible (cuDNN kernel choice, bf16 rounding).",
     ]
     if c.recipe == "cpu":
-        lines.append("- Trained with the reduced CPU recipe (fewer epochs / cheaper attack): expect lower scores "
-                     "than the GPU recipe.")
+        lines.append(
+            "- Trained with the reduced CPU recipe (fewer epochs / cheaper attack): expect lower scores "
+            "than the GPU recipe."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -134,9 +144,14 @@ def training_log(outcome: TrainOutcome) -> dict:
         "notes": outcome.notes,
         "wall_time_s": round(outcome.wall_time_s, 2),
         "device": outcome.device_name,
-        "data": {"source": outcome.data_source, "dataset": outcome.dataset, "n_fit": outcome.n_fit,
-                 "n_fit_fractured": outcome.n_fit_fractured, "n_holdout": outcome.n_holdout,
-                 "n_holdout_fractured": outcome.n_holdout_fractured},
+        "data": {
+            "source": outcome.data_source,
+            "dataset": outcome.dataset,
+            "n_fit": outcome.n_fit,
+            "n_fit_fractured": outcome.n_fit_fractured,
+            "n_holdout": outcome.n_holdout,
+            "n_holdout_fractured": outcome.n_holdout_fractured,
+        },
         "normalize": {"mean": outcome.mean, "std": outcome.std},
         "class_weights": list(outcome.class_weights),
         "final_holdout": asdict(outcome.final),
@@ -156,10 +171,14 @@ def write_submission(outcome: TrainOutcome, *, out: str | Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{outcome.config.id}.", dir=out))
     try:
         weights = tmp / WEIGHTS
-        save_file(_fp16(outcome.state), str(weights), metadata={"format": "pt", "fxbench_id": outcome.config.id})
+        save_file(
+            _fp16(outcome.state), str(weights), metadata={"format": "pt", "fxbench_id": outcome.config.id}
+        )
         spec = model_yaml(outcome, sha256=sha256_file(weights))
         spec = {k: v for k, v in spec.items() if v is not None}
-        atomic_write_text(tmp / "model.yaml", "# Written by `fxbench train`.\n" + yaml.safe_dump(spec, sort_keys=False))
+        atomic_write_text(
+            tmp / "model.yaml", "# Written by `fxbench train`.\n" + yaml.safe_dump(spec, sort_keys=False)
+        )
         atomic_write_text(tmp / "README.md", model_card(outcome))
         atomic_write_json(tmp / LOG, training_log(outcome))
         replace_dir(tmp, final)

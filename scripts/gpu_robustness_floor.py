@@ -1,0 +1,147 @@
+"""How close does fxbench-AA come to the hardware floor? (issue 4: target <= 1.5x)
+
+Builds a random-init timm ResNet-18 (2 classes, 3 input channels behind the canonical wrapper, ImageNet
+normalisation), measures plain batched forward and forward+backward (gradient to the input, as the attacks
+need) rates on the device, runs the robustness battery on N synthetic images labelled with the model's own
+predictions (so every image is attacked), counts the images that went through forward and backward passes,
+and reports wall time, floor = the time those passes take at the measured rates, and wall / floor.
+
+    python scripts/gpu_robustness_floor.py                       # CUDA, full preset, 64 images
+    python scripts/gpu_robustness_floor.py --device cpu --small  # smoke test: quick preset, 4 images
+
+Writes $OUT/gpu_robustness_floor.json when OUT is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import yaml
+
+from fxbench.battery import DatasetInfo, EvalSet, RunContext
+from fxbench.models import wrap
+from fxbench.paths import SPECS_DIR
+from fxbench.robustness import RobustnessBattery
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def rate(step, n_images: int, device: torch.device, min_seconds: float, warmup: int = 3) -> float:
+    """Images per second of ``step()`` (one batch of n_images), timed over at least min_seconds."""
+    for _ in range(warmup):
+        step()
+    sync(device)
+    reps, t0 = 0, time.perf_counter()
+    while True:
+        step()
+        reps += 1
+        sync(device)
+        if time.perf_counter() - t0 >= min_seconds:
+            break
+    return reps * n_images / (time.perf_counter() - t0)
+
+
+def measure_rates(model, x, device, min_seconds):
+    def fwd():
+        with torch.no_grad():
+            model(x)
+
+    def fwd_bwd():
+        xi = x.clone().requires_grad_(True)
+        z = model(xi)
+        torch.autograd.grad((z[:, 1] - z[:, 0]).sum(), [xi])
+
+    return rate(fwd, len(x), device, min_seconds), rate(fwd_bwd, len(x), device, min_seconds)
+
+
+def floor_seconds(c: dict[str, int], r_fwd: float, r_fwdbwd: float) -> float:
+    """Forward-only passes at the forward rate, forward+backward passes at that rate, and each extra
+    backward through the same forward (FAB: one per logit) at the cost of a backward alone."""
+    extra_bwd = max(0, c["bwd"] - c["fwd_grad"])
+    return ((c["fwd"] - c["fwd_grad"]) / r_fwd + c["fwd_grad"] / r_fwdbwd
+            + extra_bwd * max(0.0, 1 / r_fwdbwd - 1 / r_fwd))
+
+
+def battery_config(preset: str) -> dict:
+    spec = yaml.safe_load((SPECS_DIR / "v1" / "robustness.yaml").read_text())
+    return {"name": spec["name"], "version": spec["version"], **spec[preset]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--small", action="store_true", help="quick preset, 4 images: a CPU smoke test")
+    ap.add_argument("--n", type=int, default=None, help="images (default 64, --small 4)")
+    ap.add_argument("--preset", default=None, help="battery preset (default full, --small quick)")
+    ap.add_argument("--min-seconds", type=float, default=None, help="timing window per rate")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device here: use --device cpu --small")
+    n = args.n or (4 if args.small else 64)
+    preset = args.preset or ("quick" if args.small else "full")
+    min_seconds = args.min_seconds or (0.5 if args.small else 3.0)
+
+    import timm
+
+    torch.manual_seed(0)
+    net = timm.create_model("resnet18", pretrained=False, num_classes=2, in_chans=3)
+    model = wrap(net, channels=3, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)).to(device)
+    x = torch.rand(n, 1, 224, 224, generator=torch.Generator().manual_seed(0))
+    cfg = battery_config(preset)
+    batch = min(n, int(cfg["batch_size"]))
+    r_fwd, r_fwdbwd = measure_rates(model, x[:batch].to(device), device, min_seconds)
+
+    with torch.no_grad():
+        y = torch.cat([model(x[i : i + batch].to(device)).argmax(1).cpu() for i in range(0, n, batch)])
+    ids = [f"SYN{i:07d}" for i in range(n)]
+    meta = pd.DataFrame({"image_id": ids, "label": y.numpy()})
+    evalset = EvalSet(ids=ids, x=x, y=y, masks=torch.zeros_like(x, dtype=torch.bool), meta=meta,
+                      dataset=DatasetInfo("synthetic", "0" * 64, "eval", n, False))
+    battery = RobustnessBattery()
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = RunContext(device=device, seed=0, preset=preset, work_dir=Path(tmp))
+        sync(device)
+        t0 = time.perf_counter()
+        outputs = {k: battery.run_shard(k, model=model, evalset=evalset, config=cfg, ctx=ctx)
+                   for k in battery.shards(evalset, cfg)}
+        result = battery.finalize(outputs, model=model, evalset=evalset, config=cfg, ctx=ctx)
+        sync(device)
+        wall = time.perf_counter() - t0
+
+    passes = result.info["passes"]
+    total = {k: sum(c[k] for c in passes.values()) for k in ("fwd", "fwd_grad", "bwd")}
+    floor = floor_seconds(total, r_fwd, r_fwdbwd)
+    per_attack = {}
+    for name, seconds in result.info["seconds_by_attack"].items():
+        f = floor_seconds(passes[name], r_fwd, r_fwdbwd) if name in passes else 0.0
+        per_attack[name] = {"wall_s": seconds, "floor_s": round(f, 3),
+                            "ratio": round(seconds / f, 2) if f > 0 else None, **passes.get(name, {})}
+    report = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__, "preset": preset, "n_images": n, "batch_size": batch,
+        "rate_fwd_img_s": round(r_fwd, 1), "rate_fwdbwd_img_s": round(r_fwdbwd, 1),
+        "passes": total, "wall_s": round(wall, 3), "floor_s": round(floor, 3),
+        "ratio": round(wall / floor, 3) if floor > 0 else None,
+        "robust_accuracy": {c["budget"]: c["robust_accuracy"] for c in result.info["curve"]},
+        "per_attack": per_attack, "flags": [f.code for f in result.flags],
+    }
+    print(json.dumps(report, indent=2))
+    out = os.environ.get("OUT")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "gpu_robustness_floor.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
