@@ -24,7 +24,6 @@ from pathlib import Path
 import pandas as pd
 import torch
 import yaml
-
 from fxbench.battery import DatasetInfo, EvalSet, RunContext
 from fxbench.models import wrap
 from fxbench.paths import SPECS_DIR

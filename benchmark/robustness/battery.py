@@ -102,6 +102,7 @@ class RobustnessBattery:
         info = {
             "battery": f"{config.get('name', 'fxbench-AA')} v{config.get('version', '?')}",
             "preset": ctx.preset,
+            "leaderboard_grade": ctx.preset == "full",  # quick: fewer steps and budgets, a smoke run only
             "headline": cfg.headline,
             "curve": curve,
             "broken_by_attack": {a.name: sum(c["broken_by"][a.name] for c in curve) for a in cfg.attacks},

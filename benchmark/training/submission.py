@@ -22,6 +22,10 @@ from .loop import TrainOutcome
 WEIGHTS = "weights.safetensors"
 LOG = "training_log.json"
 AUTHORS = ["fxbench baselines"]
+IMBALANCE = {
+    "class_weighted_ce": "class-weighted cross-entropy, w_c = N / (2 N_c)",
+    "none": "none (plain cross-entropy)",
+}
 
 
 def model_yaml(outcome: TrainOutcome, *, sha256: str) -> dict:
@@ -64,7 +68,11 @@ def _recipe_lines(c: TrainConfig) -> list[str]:
         start = ", random start" if a.random_start else ""
         adv = f"{kind}, L-inf eps {c.eps_text()}, {a.steps} step(s) of {a.alpha * 255:.3g}/255{start}"
     sel = c.selection
-    sel_text = sel.metric.replace("_", " ")
+    sel_text = {
+        "clean_balanced_accuracy": "clean balanced accuracy",
+        "pgd_balanced_accuracy": "PGD balanced accuracy",
+        "clean_pgd_mean": "mean of clean and PGD balanced accuracy",
+    }[sel.metric]
     if sel.attack is not None and sel.metric != "clean_balanced_accuracy":
         sel_text += f" (PGD-{sel.attack.steps}, eps {sel.attack.eps * 255:.3g}/255, fixed start)"
     return [
@@ -75,7 +83,7 @@ def _recipe_lines(c: TrainConfig) -> list[str]:
         + (f", Nesterov momentum {o.momentum:g}" if o.name == "sgd" else "")
         + f"; {c.schedule.kind} schedule with {c.schedule.warmup_epochs} warm-up epoch(s)",
         f"- epochs: {c.epochs} planned, batch size {c.batch_size}, mixed precision: {c.amp}",
-        f"- class imbalance: {c.imbalance.replace('_', ' ')}",
+        "- class imbalance: " + IMBALANCE[c.imbalance],
         f"- augmentations (canonical pixel space): horizontal flip p={aug.hflip:g}, rotation ±{aug.rotate_deg:g}°, "
         f"zoom {aug.scale[0]:g}-{aug.scale[1]:g}, shift ±{100 * aug.translate:g}%, brightness ±{aug.brightness:g}, "
         f"contrast ±{100 * aug.contrast:g}%",
