@@ -41,10 +41,16 @@ def quick_config(**overrides) -> dict:
     return cfg
 
 
+def full_methods() -> dict:
+    spec = yaml.safe_load((SPECS_DIR / "v1" / "explanations.yaml").read_text())
+    return copy.deepcopy(spec["full"]["methods"])
+
+
 def small_config(
     methods=("saliency",), refs=("ref_mask", "ref_edge"), model_metrics=None, **overrides
 ) -> dict:
     base = quick_config()
+    base["methods"] = {**full_methods(), **base["methods"]}
     cfg = quick_config(
         methods={m: base["methods"][m] for m in methods},
         references={r: base["references"][r] for r in refs},
@@ -305,14 +311,15 @@ def test_attribution_and_mask_share_the_frame_on_exif_rotated_images():
     assert s.loc["IMG0000002", "xai/saliency/relevance_mass_accuracy"] < 0.05
 
 
-def test_tiny_timm_quick_methods_run(tiny_model):
-    """Every quick-preset method on timm's test_resnet, Grad-CAM on its last stage: all supported."""
+def test_tiny_timm_every_method_runs(tiny_model):
+    """Every method of the spec on timm's test_resnet, Grad-CAM on its last stage: all supported."""
     net = tiny_timm()
     model = wrap(net, channels=1, mean=(0.5,), std=(0.25,), gradcam_layer=net.layer4)
     cfg = quick_config(
         model_metrics={"samples": 1, "metrics": {}},
         under_attack=None,
         gallery={**quick_config()["gallery"], "images": 0},
+        methods=full_methods(),
     )
     cfg["methods"]["occlusion"] = {**cfg["methods"]["occlusion"], "window": 112, "stride": 112}
     cfg["methods"]["integrated_gradients"] = {**cfg["methods"]["integrated_gradients"], "n_steps": 2}

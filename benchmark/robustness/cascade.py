@@ -122,17 +122,19 @@ def attack_chunk(model: CountingModel, x: torch.Tensor, y: torch.Tensor, ids: li
                     adv = attack.perturb(xb.clone(), yb.clone()).detach()
                     _sync(device)
                     seconds[b.id][spec.name] += time.perf_counter() - t0
-                    dist = check_feasible(adv, xb, batch_ids, budget=b, cfg=cfg, source=spec.name)
+                    dist = check_feasible(adv, xb, batch_ids, budget=b, cfg=cfg, source=spec.name).cpu()
                     # Success is decided here, in a forward pass of our own, not by the attack's bookkeeping.
                     model.phase = "verify"
                     fooled = (predict(model, adv, cfg.batch_size) != yb).cpu()
-                    for j in fooled.nonzero().flatten().tolist():
+                    hits = fooled.nonzero().flatten()
+                    adv_hits = adv[hits.to(device)].float().cpu()  # one copy off the device per batch
+                    for h, j in enumerate(hits.tolist()):
                         i = int(sel[j])
                         robust[i] = False
                         out.first[i] = k
                         out.attack[i] = spec.name
                         out.dist[i] = float(dist[j])
-                        out.adv[i] = adv[j].float().cpu().clone()
+                        out.adv[i] = adv_hits[h].clone()
                     breaks[b.id][spec.name] += int(fooled.sum())
         norms[norm] = out
     outcome = ChunkOutcome(ids=list(ids), y=y.cpu(), clean_correct=correct, norms=norms, entering=entering,
