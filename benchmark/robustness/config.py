@@ -49,6 +49,7 @@ class RobustnessConfig:
     attacks: tuple[AttackSpec, ...]
     linf_atol: float
     l2_rtol: float
+    logit_rtol: float
     square_flag_alpha: float
 
     def budget(self, budget_id: str) -> Budget:
@@ -133,5 +134,6 @@ def parse_config(config: dict[str, Any], *, registry: Registry) -> RobustnessCon
         attacks=_attacks(_need(config, "attacks"), registry),
         linf_atol=float(_need(verify, "linf_atol", "verify.")),
         l2_rtol=float(_need(verify, "l2_rtol", "verify.")),
+        logit_rtol=float(_need(verify, "logit_rtol", "verify.")),
         square_flag_alpha=float(_need(config, "square_flag_alpha")),
     )
