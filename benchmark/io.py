@@ -62,6 +62,7 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def replace_dir(tmp_dir: str | os.PathLike, final_dir: str | os.PathLike) -> None:
     """Swap a fully written temporary folder into place; the old folder is removed only afterwards."""
     final_dir = Path(final_dir)
+    os.chmod(tmp_dir, 0o777 & ~_umask())  # mkdtemp creates 0700; the published folder gets the usual mode
     old = None
     if final_dir.exists():
         old = final_dir.with_name(f".{final_dir.name}.old-{os.getpid()}")
