@@ -75,8 +75,8 @@ def test_metric_prefix_filter_and_table(cli, pair):
     a, b = pair
     r = cli("compare", a, b, "--metric", "xai/saliency", "--metric", "clean/acc")
     assert r.exit_code == 0, r
-    lines = [l.split()[0] for l in r.stdout.splitlines() if l.startswith(("xai/", "clean/", "robust/"))]
-    assert lines and all(l.startswith(("xai/saliency", "clean/acc")) for l in lines)
+    lines = [ln.split()[0] for ln in r.stdout.splitlines() if ln.startswith(("xai/", "clean/", "robust/"))]
+    assert lines and all(m.startswith(("xai/saliency", "clean/acc")) for m in lines)
     assert "clean/accuracy" in lines and RMA in lines and "xai/gradcam/pointing_game" not in lines
     assert "B - A" in r.stdout and "paired bootstrap, 200 resamples stratified by label" in r.stdout
     r = cli("compare", a, b, "--metric", "nothing/")

@@ -26,13 +26,6 @@ from PIL import Image
 ID = re.compile(r"^[a-z0-9_./+-]+$")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def quick_config(**overrides) -> dict:
     spec = yaml.safe_load((SPECS_DIR / "v1" / "explanations.yaml").read_text())

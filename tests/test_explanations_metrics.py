@@ -23,14 +23,6 @@ LOCALISATION = [
 COVERAGE = {f"coverage_at_{p}": p for p in (5, 15, 25, 50)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # The CI box has 2 cores shared by several jobs: two torch threads each oversubscribe it badly.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def score(name, maps, masks, x=None, k=1000, **inputs):
     m = METRICS.get(name)

@@ -23,14 +23,6 @@ CLIP = [(30, 30), (30, 31), (31, 30), (31, 31)]  # w = +1, +1, -1, -1 with 0.002
 ROOM = 0.002
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """On this shared 2-core machine two torch threads per process thrash (20x slower here): use one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def spec_config(preset: str = "quick", **overrides) -> dict:
     spec = yaml.safe_load((SPECS_DIR / "v1" / "robustness.yaml").read_text())
@@ -191,12 +183,7 @@ def assert_exact(samples: pd.DataFrame, expected: dict, budgets: list[str]) -> N
 @pytest.fixture(scope="module")
 def two_logit_run(linear_case, tmp_path_factory):
     w, evalset, _, _ = linear_case
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # module-scoped: set up before the one_thread fixture
-    try:
-        return run(variants(w)["two-logits"], evalset, small_config(), tmp_path_factory.mktemp("rb"))
-    finally:
-        torch.set_num_threads(n)
+    return run(variants(w)["two-logits"], evalset, small_config(), tmp_path_factory.mktemp("rb"))
 
 
 def test_linear_model_robust_accuracy_is_exact(linear_case, two_logit_run):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from enum import Enum
+from enum import StrEnum
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +28,7 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-class Norm(str, Enum):
+class Norm(StrEnum):
     linf = "linf"
     l2 = "l2"
 
