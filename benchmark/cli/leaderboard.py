@@ -12,7 +12,21 @@ OUT = Path("leaderboard")
 
 def register(app: typer.Typer) -> None:
     app.command("leaderboard")(leaderboard)
+    app.command("add")(add)
     app.command("compare")(compare)
+
+
+def add(
+    run_dir: Path = typer.Argument(..., help="A `fxbench run` output folder (OUT/<id>) or its result.json."),
+    results: Path = typer.Option(RESULTS, "--results", help="The results store: RESULTS/<version>/<id>.json."),
+    replace: bool = typer.Option(False, "--replace", help="Overwrite a result already stored for this id."),
+) -> None:
+    """Check a run's result and copy it into the results store (then run `fxbench leaderboard`)."""
+    from ..leaderboard.add import add_result
+
+    added = add_result(run_dir, results_dir=results, replace=replace)
+    verb = "replaced" if added.replaced else "added"
+    typer.echo(f"{verb} {added.submission_id} ({added.version}): {added.json_path}")
 
 
 def leaderboard(
