@@ -16,7 +16,7 @@ from fxbench.registry import Registry
 from fxbench.robustness import ATTACKS, AttackEntry, RobustnessBattery, adversarial_images, parse_config
 from fxbench.robustness.cascade import verify_outcome
 from fxbench.robustness.images import HEADLINE
-from test_robustness import ctx, evalset_of, one_thread, run, small_config, spec_config  # noqa: F401
+from test_robustness import ctx, evalset_of, run, small_config, spec_config  # noqa: F401
 
 PATCH = (slice(100, 110), slice(100, 110))
 
