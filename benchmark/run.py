@@ -193,6 +193,11 @@ def run_submission(
     final = out / sub.spec.id
     _write_result_dir(final, result, samples, results)
     shutil.rmtree(work_dir, ignore_errors=True)
+    for parent in (work_dir.parent, work_dir.parent.parent):  # leave no empty shard folders behind
+        try:
+            parent.rmdir()
+        except OSError:
+            break
     return RunResult(out_dir=final, result=result, samples=samples, shards_run=n_run, shards_resumed=n_resumed)
 
 

@@ -81,7 +81,7 @@ def test_run_quick_writes_a_valid_result(tmp_path, cli):
     assert any(k.startswith("robust/") for k in result["metrics"])
     assert any(k.startswith("xai/") for k in result["metrics"])
     assert "embedded subset" in r.stderr
-    assert not (out / ".fxbench-shards" / "tiny-test").exists() or not any((out / ".fxbench-shards" / "tiny-test").iterdir())
+    assert not (out / ".fxbench-shards").exists()  # shards are removed once the result is published
 
 
 @pytest.mark.slow
