@@ -131,16 +131,7 @@ class ExplanationBattery:
                 for col in self._columns_of(name, cfg, adv is not None):
                     cols.missing(col, f"unsupported: {e.reason}")
                 continue
-            inputs = MetricInputs(
-                x.numpy(),
-                maps.numpy(),
-                masks.numpy(),
-                model,
-                None,
-                str(device),
-                cfg.batch_size,
-                sub_seed(seed, name, "metrics"),
-            )
+            inputs = _metric_inputs(x, maps, masks, model, device, cfg, sub_seed(seed, name, "metrics"))
             for metric, choice in cfg.localisation.items():
                 cols.put(column(name, metric), choice.metric.score(inputs, choice.params))
             self._model_metrics(name, inputs, in_subset, cfg, cols, info, seed)
@@ -252,16 +243,7 @@ class ExplanationBattery:
                 for v in (f"adv-{tag}", f"drop-{tag}"):
                     cols.missing(column(name, metric, v), f"unsupported: {e.reason}")
             return
-        inputs = MetricInputs(
-            x_adv.numpy(),
-            maps.numpy(),
-            masks.numpy(),
-            model,
-            None,
-            str(device),
-            cfg.batch_size,
-            sub_seed(seed, name, "metrics"),
-        )
+        inputs = _metric_inputs(x_adv, maps, masks, model, device, cfg, sub_seed(seed, name, "metrics"))
         for metric in cfg.under_attack.metrics:
             choice = cfg.localisation[metric]
             s = choice.metric.score(inputs, choice.params)
@@ -437,3 +419,8 @@ class ExplanationBattery:
                     style=cfg.gallery,
                 )
         return files
+
+
+def _metric_inputs(x, maps, masks, model, device, cfg, seed: int) -> MetricInputs:
+    """What every metric scores: images, their maps and masks (numpy), the model, and a seed."""
+    return MetricInputs(x.numpy(), maps.numpy(), masks.numpy(), model, None, str(device), cfg.batch_size, seed)

@@ -7,7 +7,6 @@ never mixes versions, datasets or battery configurations.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Callable
@@ -20,7 +19,7 @@ import pandas as pd
 
 from ..errors import FxbenchError, ResultError
 from ..results.metrics import LABEL, REDUCERS, MetricDef
-from ..results.resultfile import validate_result
+from ..results.resultfile import read_result
 
 VERSION_RE = re.compile(r"^v[0-9]+$")
 PRESETS = ("full", "quick")
@@ -92,14 +91,8 @@ class Store:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ResultError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    except OSError as e:
-        raise ResultError(f"{path}: cannot be read ({e.strerror})") from None
-    validate_result(obj, source=str(path))
-    return obj
+    """A result file, read and checked against the schema (the one reader: fxbench.results.resultfile)."""
+    return read_result(path)
 
 
 def samples_path(json_path: Path, result: dict[str, Any]) -> Path:

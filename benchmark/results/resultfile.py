@@ -49,9 +49,13 @@ def read_result(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ResultError(f"{path}: no such result file")
     try:
-        obj = json.loads(path.read_text())
+        obj = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ResultError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError as e:
+        raise ResultError(f"{path}: not UTF-8 text ({e.reason})") from None
+    except OSError as e:
+        raise ResultError(f"{path}: cannot be read ({e.strerror})") from None
     validate_result(obj, source=str(path))
     return obj
 
