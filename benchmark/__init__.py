@@ -6,4 +6,4 @@ data -> models -> robustness / explanations -> results -> leaderboard, with ``cl
 
 __version__ = "0.1.0"
 
-BENCHMARK_VERSION = "v1"
+BENCHMARK_VERSION = "v2"

@@ -62,7 +62,11 @@ class BenchmarkDefinition:
 
 
 @cache
-def load_definition(version: str = "v1") -> BenchmarkDefinition:
+def load_definition(version: str | None = None) -> BenchmarkDefinition:
+    """The definition of ``version`` (default: the newest, ``fxbench.BENCHMARK_VERSION``)."""
+    from . import BENCHMARK_VERSION
+
+    version = version or BENCHMARK_VERSION
     folder = SPECS_DIR / version
     if not folder.is_dir():
         known = sorted(p.name for p in SPECS_DIR.iterdir() if p.is_dir())

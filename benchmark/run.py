@@ -86,7 +86,7 @@ def run_submission(
     seed: int | None = None,
     trust_code: bool = False,
     batteries: list[str] | None = None,
-    version: str = "v1",
+    version: str | None = None,
     progress: Progress | None = None,
 ) -> RunResult:
     from .data import EmbeddedDataWarning, load_arrays
