@@ -120,3 +120,7 @@ class Battery(Protocol):
         self, outputs: dict[str, ShardOutput], *, model: torch.nn.Module, evalset: EvalSet,
         config: dict[str, Any], ctx: RunContext,
     ) -> BatteryResult: ...
+
+    def expected_metrics(self, config: dict[str, Any]) -> list[MetricDef]:
+        """Every metric this battery can report under ``config`` (a pure function of the spec): the
+        leaderboard checks a result's metric definitions against these, never against the file itself."""

@@ -51,11 +51,14 @@ class CleanBattery:
 
     def finalize(self, outputs, *, model, evalset, config, ctx) -> BatteryResult:
         samples = pd.concat([outputs[k].samples for k in sorted(outputs)], ignore_index=True)
-        metrics = [
+        return BatteryResult(samples=samples, metrics=self.expected_metrics(config),
+                             info={"threshold": config["threshold"]})
+
+    def expected_metrics(self, config: dict[str, Any]) -> list[MetricDef]:
+        return [
             MetricDef("clean/accuracy", "clean/correct"),
             MetricDef("clean/balanced_accuracy", "clean/correct", reduce="balanced_accuracy"),
             MetricDef("clean/sensitivity", "clean/correct", where={"label": 1}),
             MetricDef("clean/specificity", "clean/correct", where={"label": 0}),
             MetricDef("clean/auroc", "clean/p_fracture", reduce="auroc"),
         ]
-        return BatteryResult(samples=samples, metrics=metrics, info={"threshold": config["threshold"]})

@@ -56,6 +56,16 @@ class BenchmarkDefinition:
             "batteries": {b: self.battery_config(b, preset) for b in self.raw["batteries"]},
         }
 
+    def expected_metrics(self, preset: str) -> dict[str, Any]:
+        """metric id -> MetricDef for every metric this version's batteries can report with ``preset``."""
+        from .run import BATTERIES
+
+        out = {}
+        for b in self.raw["batteries"]:
+            for m in BATTERIES.get(b)().expected_metrics(self.battery_config(b, preset)):
+                out[m.id] = m
+        return out
+
     def config_hash(self, preset: str) -> str:
         blob = json.dumps(self.resolved(preset), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -325,6 +325,10 @@ class ExplanationBattery:
         info["gallery"] = sorted(files)
         return BatteryResult(samples=samples, metrics=metrics, flags=flags, files=files, info=info)
 
+    def expected_metrics(self, config: dict[str, Any]) -> list[MetricDef]:
+        """All metrics the spec defines; a run without the robustness battery reports no under-attack ones."""
+        return self.metric_defs(parse_config(config), with_adv=True)
+
     def metric_defs(self, cfg: XaiConfig, *, with_adv: bool) -> list[MetricDef]:
         label = {"label": 1}
         groups: list[tuple[str, dict[str, Any]]] = []

@@ -73,6 +73,9 @@ class RobustnessBattery:
         return ShardOutput(samples=_samples(outcome), tensors=_kept_images(outcome, cfg), flags=log.unique(),
                            info=info)
 
+    def expected_metrics(self, config: dict[str, Any]) -> list[MetricDef]:
+        return metric_defs(self.config(config))
+
     def finalize(self, outputs: dict[str, ShardOutput], *, model: torch.nn.Module, evalset: EvalSet,
                  config: dict[str, Any], ctx: RunContext) -> BatteryResult:
         cfg = self.config(config)
