@@ -18,6 +18,7 @@ from .errors import FxbenchError
 from .paths import SPECS_DIR
 
 PRESETS = ("quick", "full")
+CATALOGUE = "metrics.json"  # per version: preset -> metric id -> definition and direction
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,26 @@ class BenchmarkDefinition:
             "batteries": {b: self.battery_config(b, preset) for b in self.raw["batteries"]},
         }
 
+    def metric_catalogue(self, preset: str) -> dict[str, Any]:
+        """metric id -> MetricDef for every metric a result of this version and preset may report, read
+        from the version's committed ``metrics.json`` (so an old version stays checkable after the battery
+        code moves on). ``expected_metrics`` is what today's code would define; a test keeps the newest
+        version's catalogue equal to it."""
+        from .results.metrics import MetricDef
+
+        path = SPECS_DIR / self.version / CATALOGUE
+        if not path.is_file():
+            raise FxbenchError(f"benchmark {self.version}: no metric catalogue {path.name}; "
+                               f"write it with `python -m fxbench.definition {self.version}`.")
+        raw = json.loads(path.read_text())
+        return {
+            mid: MetricDef(id=mid, higher_is_better=d["higher_is_better"], column=d["column"],
+                           reduce=d["reduce"], where=d["where"])
+            for mid, d in raw[preset].items()
+        }
+
     def expected_metrics(self, preset: str) -> dict[str, Any]:
-        """metric id -> MetricDef for every metric this version's batteries can report with ``preset``."""
+        """metric id -> MetricDef for every metric this version's batteries, as coded today, can report."""
         from .run import BATTERIES
 
         out = {}
@@ -65,6 +84,13 @@ class BenchmarkDefinition:
             for m in BATTERIES.get(b)().expected_metrics(self.battery_config(b, preset)):
                 out[m.id] = m
         return out
+
+    def catalogue_json(self) -> dict[str, Any]:
+        return {
+            p: {mid: {**m.to_json(), "higher_is_better": m.higher_is_better}
+                for mid, m in sorted(self.expected_metrics(p).items())}
+            for p in PRESETS
+        }
 
     def config_hash(self, preset: str) -> str:
         blob = json.dumps(self.resolved(preset), sort_keys=True, separators=(",", ":"))
@@ -86,3 +112,15 @@ def load_definition(version: str | None = None) -> BenchmarkDefinition:
     for name in raw["batteries"]:
         batteries[name] = yaml.safe_load((folder / f"{name}.yaml").read_text())
     return BenchmarkDefinition(version=raw["version"], raw=raw, batteries=batteries)
+
+
+def write_catalogue(version: str) -> None:
+    """Maintainers: record the metrics that today's code defines for ``version`` (only while it is open)."""
+    d = load_definition(version)
+    (SPECS_DIR / d.version / CATALOGUE).write_text(json.dumps(d.catalogue_json(), indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    import sys
+
+    write_catalogue(sys.argv[1])
