@@ -22,8 +22,7 @@ def run_dir(tmp_path, monkeypatch) -> Path:
     out.mkdir(parents=True)
     shutil.copy(src, out / "result.json")
     shutil.copy(src.with_suffix(".parquet"), out / "samples.parquet")
-    (out / "gallery" / "IMG1").mkdir(parents=True)
-    (out / "gallery" / "IMG1" / "saliency.png").write_bytes(b"\x89PNG fake")
+    shutil.copytree(src.parent / sid / "gallery", out / "gallery")  # the listed overlays, real PNG bytes
     return out
 
 
@@ -36,7 +35,8 @@ def test_add_copies_result_samples_and_gallery(cli, run_dir, tmp_path):
     stored = results / version
     assert (stored / f"{sid}.json").read_bytes() == (run_dir / "result.json").read_bytes()
     assert (stored / f"{sid}.parquet").read_bytes() == (run_dir / "samples.parquet").read_bytes()
-    assert (stored / sid / "gallery" / "IMG1" / "saliency.png").is_file()
+    listed = json.loads((run_dir / "result.json").read_text())["files"]["gallery"]
+    assert listed and all((stored / sid / rel).read_bytes() == (run_dir / rel).read_bytes() for rel in listed)
     again = cli("add", run_dir, "--results", results)
     assert again.exit_code == 2 and "--replace" in again.stderr
     assert cli("add", run_dir, "--results", results, "--replace").exit_code == 0

@@ -25,12 +25,14 @@ def add_result(run_dir: str | Path, *, results_dir: str | Path, replace: bool = 
     <id>/gallery/. Everything is checked before anything is written (schema, version, fingerprint, config
     hash, eligibility, per-sample file, metric values)."""
     run_dir = Path(run_dir)
-    src = run_dir / "result.json" if run_dir.is_dir() else run_dir
+    src = run_dir / "result.json" if run_dir.is_dir() and not run_dir.is_symlink() else run_dir
     result = store.read_json(src)
     version = result["benchmark"]["version"]
-    store.check_belongs(result, store.version_spec(version), source=src)
+    spec = store.version_spec(version)
+    store.check_belongs(result, spec, source=src)
     samples = store.samples_path(src, result)
-    store.read_samples(samples, result, src)
+    store.read_samples(samples, result, src, spec)
+    store.check_gallery(result, src.parent, source=src)
     sid = result["submission"]["id"]
     folder = Path(results_dir) / version
     target = folder / f"{sid}.json"

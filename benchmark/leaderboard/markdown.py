@@ -52,7 +52,9 @@ def _cell(row, col) -> str:
 
 
 def _escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    from .store import markdown_text  # issue 12 hook: HTML-escaped, inert submitted text
+
+    return markdown_text(text)
 
 
 def board_table(t: BoardTable) -> str:

@@ -7,6 +7,10 @@ never mixes versions, datasets or battery configurations.
 
 from __future__ import annotations
 
+import hashlib
+import html
+import io
+import json
 import math
 import re
 from collections.abc import Callable
@@ -18,36 +22,62 @@ import numpy as np
 import pandas as pd
 
 from ..errors import FxbenchError, ResultError
-from ..results.metrics import LABEL, REDUCERS, MetricDef
-from ..results.resultfile import read_result
+from ..results.metrics import LABEL, REDUCERS, MetricDef, compute_metric
+from ..results.resultfile import read_limited, read_result
 
-VERSION_RE = re.compile(r"^v[0-9]+$")
+VERSION_RE = re.compile(r"v[0-9]+")  # always used with fullmatch
 PRESETS = ("full", "quick")
+MAX_SAMPLES_BYTES = 64 * 1024 * 1024  # a full-preset per-sample file is ~1 MB
+MAX_PNG_BYTES = 4 * 1024 * 1024
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+ADV_METRIC = re.compile(r"xai/([^/]+)/.+/(?:adv|drop)-([^/]+)")
 
 
 @dataclass(frozen=True)
 class VersionSpec:
-    """What a result in a version folder must match: taken from the versioned benchmark definition."""
+    """What a result in a version folder must match: taken from the versioned benchmark definition and the
+    committed split manifest, never from the result being checked. ``version_spec`` fills every field; the
+    optional ones are None only in synthetic specs that tests build (nothing is then checked for them)."""
 
     version: str
     fingerprint: str
     config_hashes: dict[str, str]  # preset -> config hash
     bootstrap: dict[str, Any]  # n_resamples, seed, alpha
+    configs: dict[str, dict[str, Any]] | None = None  # preset -> resolved config (what the hash covers)
+    catalogue: dict[str, dict[str, MetricDef]] | None = None  # preset -> metric id -> definition
+    eval_split: dict[str, tuple[str, int]] | None = None  # image id -> (split, label) of the eval split
 
 
 def version_spec(version: str) -> VersionSpec:
+    from ..data.manifest import load_manifest
+    from ..data.splits import EVAL
     from ..definition import load_definition
 
     try:
         d = load_definition(version)
+        catalogue = {p: d.metric_catalogue(p) for p in PRESETS}
     except FxbenchError as e:
         raise ResultError(f"results folder {version!r}: {e}") from None
+    manifest = load_manifest()
+    if manifest is None:
+        raise ResultError(f"results folder {version!r}: no split manifest is committed to check image ids against")
+    eval_split = {i: sl for i, sl in manifest.labels().items() if sl[0] in EVAL}
     return VersionSpec(
         version=version,
         fingerprint=d.dataset_fingerprint,
         config_hashes={p: d.config_hash(p) for p in PRESETS},
         bootstrap=d.bootstrap,
+        configs={p: d.resolved(p) for p in PRESETS},
+        catalogue=catalogue,
+        eval_split=eval_split,
     )
+
+
+def hash_config(config: dict[str, Any]) -> str:
+    """The config hash of a resolved configuration (as ``BenchmarkDefinition.config_hash``; a test keeps the two
+    equal): re-hashing the stored config is what ties ``config_hash`` to ``config``."""
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -79,6 +109,7 @@ class StoredResult:
         return self.result["flags"]
 
     def metric_def(self, metric_id: str) -> MetricDef:
+        """The definition stored with the metric; the store accepted it only where it equals the catalogue's."""
         m = self.metrics[metric_id]
         return MetricDef.from_json(metric_id, m["definition"], m["higher_is_better"])
 
@@ -96,19 +127,24 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def samples_path(json_path: Path, result: dict[str, Any]) -> Path:
-    """A run folder's ``files.samples`` beside its result.json; ``<id>.parquet`` beside ``<id>.json`` in the store."""
+    """A run folder's ``files.samples`` beside its result.json; ``<id>.parquet`` beside ``<id>.json`` in the store.
+    The schema allows ``files.samples`` to be a plain file name only, so it cannot leave the run folder."""
     if json_path.name == "result.json":
-        return json_path.parent / result.get("files", {}).get("samples", "samples.parquet")
+        name = result.get("files", {}).get("samples", "samples.parquet")
+        if Path(name).name != name or name.startswith("."):
+            raise ResultError(f"{json_path}: files.samples {name!r} must name a file in the run folder")
+        return json_path.parent / name
     return json_path.with_suffix(".parquet")
 
 
-def read_samples(path: Path, result: dict[str, Any], source: Path) -> pd.DataFrame:
-    if not path.is_file():
+def read_samples(path: Path, result: dict[str, Any], source: Path, spec: VersionSpec | None = None) -> pd.DataFrame:
+    if not path.is_file() and not path.is_symlink():
         raise ResultError(f"{source}: its per-sample file {path.name} is missing (expected at {path})")
+    data = read_limited(path, MAX_SAMPLES_BYTES, what="per-sample file")
     try:
-        df = pd.read_parquet(path)
-    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
-        raise ResultError(f"{path}: not a readable parquet file ({e})") from None
+        df = pd.read_parquet(io.BytesIO(data))
+    except Exception as e:  # noqa: BLE001 - pyarrow raises many types for a corrupt file
+        raise ResultError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
     for col in ("image_id", LABEL):
         if col not in df.columns:
             raise ResultError(f"{path}: column {col!r} is missing")
@@ -118,12 +154,123 @@ def read_samples(path: Path, result: dict[str, Any], source: Path) -> pd.DataFra
     n = result["benchmark"]["dataset"]["n"]
     if len(df) != n:
         raise ResultError(f"{path}: {len(df)} rows, but the result says the dataset has n={n} images")
-    check_metric_values(result, df, source=f"{source} (per-sample file {path.name})")
+    if spec is not None and spec.eval_split is not None:
+        check_eval_split(df, spec, source=f"{source} (per-sample file {path.name})")
+    if spec is not None and spec.catalogue is not None:
+        check_against_catalogue(result, df, spec, source=f"{source} (per-sample file {path.name})")
+    else:
+        check_metric_values(result, df, source=f"{source} (per-sample file {path.name})")
     return df
 
 
+def check_eval_split(df: pd.DataFrame, spec: VersionSpec, *, source: str) -> None:
+    """The per-sample rows are exactly the manifest's evaluation split, with the manifest's labels."""
+    want = spec.eval_split or {}
+    have = [str(i) for i in df["image_id"]]
+    missing = sorted(set(want) - set(have))
+    extra = sorted(set(have) - set(want))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} evaluation image(s) missing (e.g. {missing[0]})")
+        if extra:
+            parts.append(f"{len(extra)} image(s) not in the evaluation split (e.g. {extra[0]!r})")
+        raise ResultError(f"{source}: image ids are not {spec.version}'s evaluation split of {len(want)} images "
+                          f"from the committed manifest: {'; '.join(parts)}")
+    labels = df[LABEL].to_numpy()
+    wrong = [i for i, y in zip(have, labels, strict=True) if int(y) != want[i][1]]
+    if wrong:
+        raise ResultError(f"{source}: {len(wrong)} label(s) differ from the manifest (e.g. {wrong[0]})")
+    if "split" in df.columns:
+        moved = [i for i, s in zip(have, df["split"], strict=True) if s != want[i][0]]
+        if moved:
+            raise ResultError(f"{source}: {len(moved)} image(s) in another split than the manifest's (e.g. {moved[0]})")
+
+
+def allowed_omissions(result: dict[str, Any]) -> Callable[[str], bool]:
+    """A catalogue metric may be missing only where the battery recorded why: an attribution method it
+    reported unsupported (``components.explanations.unsupported``: ``<method>`` or ``<method>/adv-<attack>``),
+    or under-attack metrics when the attack on explanations was not computed."""
+    xai = (result.get("components") or {}).get("explanations") or {}
+    unsupported = xai.get("unsupported") if isinstance(xai.get("unsupported"), dict) else {}
+    attack_done = (xai.get("under_attack") or {}).get("status") == "computed"
+
+    def ok(mid: str) -> bool:
+        if not mid.startswith("xai/"):
+            return False
+        method = mid.split("/")[1]
+        adv = ADV_METRIC.fullmatch(mid)
+        if adv:
+            return not attack_done or method in unsupported or f"{method}/adv-{adv.group(2)}" in unsupported
+        return method in unsupported
+
+    return ok
+
+
+def check_metric_ids(result: dict[str, Any], spec: VersionSpec, *, source: Any) -> dict[str, MetricDef]:
+    """Ids, definitions and directions as the version's catalogue has them; returns the catalogue's defs."""
+    preset = result["benchmark"]["preset"]
+    catalogue = (spec.catalogue or {}).get(preset)
+    if catalogue is None:
+        raise ResultError(f"{source}: {spec.version} has no metric catalogue for preset {preset!r}")
+    stored = result["metrics"]
+    extra = sorted(set(stored) - set(catalogue))
+    if extra:
+        raise ResultError(f"{source}: metric {extra[0]} is not defined by {spec.version} ({preset} preset)"
+                          + (f" ({len(extra) - 1} more)" if len(extra) > 1 else ""))
+    may_omit = allowed_omissions(result)
+    missing = sorted(m for m in set(catalogue) - set(stored) if not may_omit(m))
+    if missing:
+        raise ResultError(f"{source}: metric {missing[0]} of {spec.version} is missing and no battery reported it "
+                          "unsupported" + (f" ({len(missing) - 1} more)" if len(missing) > 1 else ""))
+    for mid, m in sorted(stored.items()):
+        want = catalogue[mid]
+        if m["definition"] != want.to_json():
+            raise ResultError(f"{source}: metric {mid} has definition {m['definition']}, but {spec.version} "
+                              f"defines it as {want.to_json()}")
+        if m["higher_is_better"] != want.higher_is_better:
+            raise ResultError(f"{source}: metric {mid} says higher_is_better={m['higher_is_better']}, but "
+                              f"{spec.version} defines {want.higher_is_better}")
+    return {mid: catalogue[mid] for mid in stored}
+
+
+def _same(a: float | None, b: float | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def check_against_catalogue(result: dict[str, Any], df: pd.DataFrame, spec: VersionSpec, *, source: str) -> None:
+    """Every stored value, n and CI must be what the catalogue's definition and the version's bootstrap
+    settings give on the per-sample table."""
+    defs = check_metric_ids(result, spec, source=source)
+    boot = spec.bootstrap
+    wrong = []
+    for mid, d in sorted(defs.items()):
+        needed = [d.column, *d.where] + ([LABEL] if d.reduce != "mean" else [])
+        missing = [c for c in needed if c not in df.columns]
+        if missing:
+            raise ResultError(f"{source}: metric {mid} needs column {missing[0]!r}, which is not in the file")
+        try:
+            got = compute_metric(df, d, n_resamples=boot["n_resamples"], seed=boot["seed"],
+                                 alpha=boot.get("alpha", 0.05)).to_json()
+        except (TypeError, ValueError) as e:
+            raise ResultError(f"{source}: metric {mid} cannot be computed from column {d.column!r} ({e})") from None
+        m = result["metrics"][mid]
+        for k in ("value", "n", "ci_low", "ci_high"):
+            if not _same(m[k], got[k]):
+                wrong.append(f"{mid} {k} (stored {m[k]}, recomputed {got[k]})")
+                break
+    if wrong:
+        more = f" and {len(wrong) - 3} more" if len(wrong) > 3 else ""
+        raise ResultError(
+            f"{source}: metric values do not match the per-sample table: {', '.join(wrong[:3])}{more}"
+        )
+
+
 def check_metric_values(result: dict[str, Any], df: pd.DataFrame, *, source: str) -> None:
-    """Every stored value must be what its definition gives on the per-sample table."""
+    """Every stored value must be what its definition gives on the per-sample table (synthetic test specs
+    without a catalogue only; real versions go through ``check_against_catalogue``)."""
     wrong = []
     for mid, m in sorted(result["metrics"].items()):
         d = MetricDef.from_json(mid, m["definition"], m["higher_is_better"])
@@ -173,19 +320,89 @@ def check_belongs(result: dict[str, Any], spec: VersionSpec, *, source: Path) ->
             f"{source}: config hash {b['config_hash']} does not match {spec.version}'s {b['preset']!r} preset "
             f"({want}): the battery specs differ from the ones this version names"
         )
+    if spec.configs is not None:
+        try:
+            rehashed = hash_config(b["config"])
+        except (TypeError, ValueError, RecursionError):
+            rehashed = None
+        if rehashed != b["config_hash"] or b["config"] != spec.configs.get(b["preset"]):
+            raise ResultError(
+                f"{source}: the stored config re-hashes to {rehashed}, not its config_hash {b['config_hash']}, "
+                f"or differs from {spec.version}'s {b['preset']!r} configuration: the config was edited"
+            )
+    if spec.eval_split is not None:
+        n = len(spec.eval_split)
+        n_fracture = sum(label for _, label in spec.eval_split.values())
+        if ds["n"] != n or ds.get("n_fracture", n_fracture) != n_fracture or ds["split"] != "eval":
+            raise ResultError(
+                f"{source}: dataset split {ds['split']!r} with n={ds['n']} ({ds.get('n_fracture')} fractured); "
+                f"{spec.version}'s evaluation split has n={n} ({n_fracture} fractured)"
+            )
+    if spec.catalogue is not None:
+        check_metric_ids(result, spec, source=source)
+
+
+def check_gallery(result: dict[str, Any], gallery_parent: Path, *, source: Path) -> dict[str, Path]:
+    """``gallery/`` under ``gallery_parent`` holds exactly the PNG files ``files.gallery`` lists: regular files
+    (no symlinks anywhere), real PNG bytes, each under the size limit."""
+    listed = list(result.get("files", {}).get("gallery", []))
+    root = gallery_parent / "gallery"
+    found: dict[str, Path] = {}
+    for top in (gallery_parent, root):
+        if top.is_symlink():
+            raise ResultError(f"{top}: is a symbolic link; the store holds regular files and folders only")
+    if root.is_dir():
+        for p in sorted(root.rglob("*")):
+            if p.is_symlink():
+                raise ResultError(f"{p}: is a symbolic link; the store holds regular files and folders only")
+            if p.is_dir():
+                continue
+            rel = p.relative_to(gallery_parent).as_posix()
+            if rel not in listed:
+                raise ResultError(f"{p}: not listed in {source.name}'s files.gallery")
+            data = read_limited(p, MAX_PNG_BYTES, what="gallery image")
+            if not _is_png(data):
+                raise ResultError(f"{p}: not a PNG image (gallery files must be real PNG bytes)")
+            found[rel] = p
+    elif root.exists():
+        raise ResultError(f"{root}: not a folder")
+    absent = [g for g in listed if g not in found]
+    if absent:
+        raise ResultError(f"{source}: files.gallery lists {absent[0]}, which is not in {root}"
+                          + (f" ({len(absent) - 1} more)" if len(absent) > 1 else ""))
+    return found
+
+
+def _is_png(data: bytes) -> bool:
+    if not data.startswith(PNG_MAGIC):
+        return False
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
+            if im.width * im.height > 16_000_000:
+                return False
+            im.verify()
+    except Exception:  # noqa: BLE001 - any decoder complaint means "not a usable PNG"
+        return False
+    return True
 
 
 def read_stored_result(json_path: Path, spec: VersionSpec) -> StoredResult:
     result = read_json(json_path)
     check_belongs(result, spec, source=json_path)
     sid = result["submission"]["id"]
-    samples = read_samples(samples_path(json_path, result), result, json_path)
-    gallery_dir = json_path.parent / sid / "gallery"
-    gallery = {}
-    if gallery_dir.is_dir():
-        for p in sorted(gallery_dir.rglob("*.png")):
-            gallery[p.relative_to(gallery_dir.parent).as_posix()] = p
+    samples = read_samples(samples_path(json_path, result), result, json_path, spec)
+    gallery = check_gallery(result, json_path.parent / sid, source=json_path)
     return StoredResult(version=spec.version, path=json_path, result=result, samples=samples, gallery=gallery)
+
+
+def markdown_text(text: str) -> str:
+    """Submitted free text (names, training notes) made inert for a Markdown table cell: HTML escaped (a
+    submission name cannot inject markup into the generated README), pipes escaped, line breaks flattened."""
+    text = html.escape(str(text), quote=True)
+    text = re.sub(r"[\x00-\x1f\x7f]+", " ", text)
+    return text.replace("|", "\\|").replace("[", "\\[").replace("]", "\\]").replace("`", "\\`")
 
 
 def load_store(results_dir: str | Path, *, spec_for: Callable[[str], VersionSpec] | None = None) -> Store:
@@ -199,7 +416,9 @@ def load_store(results_dir: str | Path, *, spec_for: Callable[[str], VersionSpec
     for entry in sorted(root.iterdir()):
         if entry.name.startswith("."):
             continue
-        if entry.is_dir() and VERSION_RE.match(entry.name):
+        if entry.is_symlink():
+            problems.append(f"{entry}: is a symbolic link; the store holds regular files and folders only")
+        elif entry.is_dir() and VERSION_RE.fullmatch(entry.name):
             found[entry.name] = sorted(p for p in entry.glob("*.json") if not p.name.startswith("."))
         elif entry.suffix == ".json":
             problems.append(f"{entry}: result files go in a version folder, e.g. {root}/v1/{entry.name}")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
+import stat
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,21 @@ SCHEMA_ID = "fxbench.result/1"
 SCHEMA_PATH = SPECS_DIR / "result.schema.json"
 RESULT_NAME = "result.json"
 SAMPLES_NAME = "samples.parquet"
+# A full-preset result is ~0.3 MB; anything far larger is not a result file and is not parsed.
+MAX_RESULT_BYTES = 8 * 1024 * 1024
+
+
+def _full_match_pattern(validator, pattern, instance, schema):
+    """JSON Schema's ``pattern`` with ``$`` meaning end of string: Python's ``$`` also matches before a final
+    newline, so ``"my-model\n"`` would pass ``^[a-z0-9-]+$``; ids must be exact slugs."""
+    if not validator.is_type(instance, "string"):
+        return
+    anchored = pattern[:-1] + r"\Z" if pattern.endswith("$") and not pattern.endswith(r"\$") else pattern
+    if not re.search(anchored, instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_Validator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {"pattern": _full_match_pattern})
 
 
 @lru_cache(maxsize=1)
@@ -27,8 +45,11 @@ def schema() -> dict[str, Any]:
 
 def validate_result(obj: Any, *, source: str = "result") -> None:
     """Raise ResultError naming the first problem (field path and reason)."""
-    validator = jsonschema.Draft202012Validator(schema())
-    errors = sorted(validator.iter_errors(obj), key=lambda e: list(e.absolute_path))
+    validator = _Validator(schema())
+    try:
+        errors = sorted(validator.iter_errors(obj), key=lambda e: [str(p) for p in e.absolute_path])
+    except RecursionError:
+        raise ResultError(f"{source}: nested too deeply to be a result file") from None
     if errors:
         e = errors[0]
         where = "/".join(str(p) for p in e.absolute_path) or "(top level)"
@@ -46,18 +67,43 @@ def read_result(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         path = path / RESULT_NAME
-    if not path.is_file():
-        raise ResultError(f"{path}: no such result file")
+    data = read_limited(path, MAX_RESULT_BYTES, what="result file")
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        obj = json.loads(data.decode("utf-8"))
     except json.JSONDecodeError as e:
         raise ResultError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
     except UnicodeDecodeError as e:
         raise ResultError(f"{path}: not UTF-8 text ({e.reason})") from None
-    except OSError as e:
-        raise ResultError(f"{path}: cannot be read ({e.strerror})") from None
+    except RecursionError:
+        raise ResultError(f"{path}: JSON nested too deeply to be a result file") from None
     validate_result(obj, source=str(path))
     return obj
+
+
+def read_limited(path: str | Path, max_bytes: int, *, what: str) -> bytes:
+    """The bytes of a regular file that is not a symlink and holds at most ``max_bytes``; anything else (a
+    FIFO, a device, a link pointing elsewhere, a huge file) is refused before it is read."""
+    path = Path(path)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise ResultError(f"{path}: no such {what}") from None
+    except OSError as e:
+        raise ResultError(f"{path}: cannot be read ({e.strerror})") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise ResultError(f"{path}: is a symbolic link; the {what} must be a regular file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ResultError(f"{path}: not a regular file; the {what} must be one")
+    if st.st_size > max_bytes:
+        raise ResultError(f"{path}: {st.st_size} bytes, over the {max_bytes} byte limit for a {what}")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as e:
+        raise ResultError(f"{path}: cannot be read ({e.strerror})") from None
+    if len(data) > max_bytes:
+        raise ResultError(f"{path}: over the {max_bytes} byte limit for a {what}")
+    return data
 
 
 def write_result(path: str | Path, obj: dict[str, Any]) -> None:
