@@ -56,6 +56,10 @@ def prepare_cmd(
         f"({report.counts['all']['n_fracture']} fractured), {len(report.excluded)} excluded, "
         f"{report.seconds:.1f} s with {report.workers} worker(s)"
     )
+    for e in report.excluded[:20]:  # say what happened to each image that could not be used
+        typer.echo(f"excluded {e.image_id}: {e.reason}")
+    if len(report.excluded) > 20:
+        typer.echo(f"... and {len(report.excluded) - 20} more exclusion(s), listed in {report.path}/fxbench.json")
     typer.echo(f"fingerprint {report.fingerprint}")
     if report.manifest.status in ("match", "no-manifest"):
         typer.echo(f"manifest: {report.manifest.message}")

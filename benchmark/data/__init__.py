@@ -169,6 +169,8 @@ def load_arrays(path: str | Path | None = None, *, split: str = "eval", limit: i
     )
     if images.shape[1:] != (SIZE, SIZE) or masks.shape[1:] != (SIZE, SIZE):
         raise DataError(f"{src.path}: images are not {SIZE} x {SIZE}; prepare the dataset again.")
+    verify_rows(table, images, masks, src)
+    verify_fingerprint(ds, src)
     meta = pd.DataFrame({c: table[c].to_numpy() for c in META_COLUMNS if c in table})
     ids = [str(i) for i in table["image_id"]]
     info = DatasetInfo(
@@ -186,6 +188,38 @@ def load_arrays(path: str | Path | None = None, *, split: str = "eval", limit: i
         meta=meta,
         dataset=info,
     )
+
+
+def verify_rows(table, images, masks, src: DataSource) -> None:
+    """Each decoded image and mask must hash to the digest recorded for its row: the pixels a run reads are
+    the ones the fingerprint covers (one sha256 of 50 kB per image: small next to PNG decoding)."""
+    from .fingerprint import pixel_sha256
+
+    for i, image_id in enumerate(table["image_id"]):
+        for kind, arr, col in (("image", images, "image_pixels_sha256"), ("mask", masks, "mask_pixels_sha256")):
+            if pixel_sha256(arr[i]) != table[col].iloc[i]:
+                raise DataError(
+                    f"{src.path}: the {kind} pixels of {image_id} do not match the digest recorded when the "
+                    "dataset was prepared: the dataset was modified afterwards. Prepare it again with "
+                    "`fxbench data prepare`."
+                )
+
+
+def verify_fingerprint(ds, src: DataSource) -> None:
+    """The fingerprint a run reports is recomputed from every row's recorded digests (cheap: no decoding),
+    never taken from fxbench.json alone; with ``verify_rows`` it covers what was read."""
+    from .fingerprint import RowDigest, fingerprint
+
+    cols = ds.select_columns(["image_id", "split", "label", "image_pixels_sha256", "mask_pixels_sha256"]).to_dict()
+    rows = [RowDigest(*r) for r in zip(cols["image_id"], cols["split"], cols["label"], cols["image_pixels_sha256"],
+                                       cols["mask_pixels_sha256"], strict=True)]
+    got = fingerprint(rows)
+    if got != src.fingerprint:
+        raise DataError(
+            f"{src.path}: its rows hash to fingerprint {got[:12]}..., but its {src.info.get('schema', 'info')} "
+            f"file says {src.fingerprint[:12]}...: the dataset was modified after it was prepared. Prepare it "
+            "again with `fxbench data prepare`."
+        )
 
 
 __all__ = ["DataSource", "EmbeddedDataWarning", "balanced_subset", "load", "load_arrays", "resolve_data"]

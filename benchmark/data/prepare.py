@@ -160,9 +160,10 @@ def prepare(
 ) -> PrepareReport:
     """Validate the release at ``source``, decode it in parallel and write the dataset to ``out``."""
     t0 = time.perf_counter()
+    out = Path(out) if out is not None else default_data_dir()
+    check_out(out)  # before any work: never replace a folder that holds something else
     release = read_release(source)
     t_validate = time.perf_counter()
-    out = Path(out) if out is not None else default_data_dir()
     workers = max(1, workers or os.cpu_count() or 1)
     decoded = decode_all(release, workers=workers, progress=progress)
     t_decode = time.perf_counter()
@@ -183,6 +184,7 @@ def prepare(
         digests.append(RowDigest(rec.image_id, split, int(rec.fractured), d.image_sha256, d.mask_sha256))
     fp = fingerprint(digests)
     check = manifest.check(fp, digests)
+    refuse_changed_eval_split(excluded, [r.image_id for r in release.records])
     info = {
         "schema": INFO_SCHEMA,
         "name": DATASET_NAME,
@@ -210,6 +212,47 @@ def prepare(
     t_end = time.perf_counter()
     timings = {"validate": t_validate - t0, "decode": t_decode - t_validate, "write": t_end - t_decode}
     return PrepareReport(out, fp, info["counts"], excluded, check, workers, t_end - t0, timings)
+
+
+def check_out(out: Path) -> None:
+    """``--out`` is replaced whole: refuse anything but a missing or empty folder or an fxbench dataset, and
+    check that a sibling can be written there before the long decode starts."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise DataError(f"--out {out}: not a folder; give a new or empty folder, or an fxbench dataset to replace.")
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            read_info(out)
+        except DataError:
+            raise DataError(
+                f"--out {out}: the folder holds files that are not an fxbench dataset ({INFO_FILE} missing or "
+                "not one); fxbench replaces --out whole, so it refuses. Give a new or empty folder."
+            ) from None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        probe = out.with_name(f".{out.name}.probe-{os.getpid()}")
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as e:
+        raise DataError(f"--out {out}: cannot write there ({e.strerror}); nothing was changed.") from None
+
+
+def refuse_changed_eval_split(excluded: list[Exclusion], release_ids: list[str]) -> None:
+    """An image the manifest puts in the evaluation split that fails to decode in what is otherwise the
+    benchmark's release would silently shrink the evaluation split: refuse, naming it and the reason."""
+    m = manifest.load_manifest()
+    if m is None or not excluded:
+        return
+    want = m.labels()
+    if not set(want) <= set(release_ids):
+        return  # another release (or a part of it): the manifest check reports the difference
+    lost = [e for e in excluded if e.image_id in want and want[e.image_id][0] in splits.EVAL]
+    if lost:
+        e = lost[0]
+        more = f" ({len(lost) - 1} more)" if len(lost) > 1 else ""
+        raise DataError(
+            f"{e.image_id} ({want[e.image_id][0]} split) cannot be decoded: {e.reason}{more}. Excluding it would "
+            "change the benchmark's evaluation split; nothing was written. Restore the file from the release."
+        )
 
 
 def _library_versions() -> dict[str, str]:
@@ -241,6 +284,8 @@ def write_dataset(rows: list[dict[str, Any]], info: dict[str, Any], out: Path) -
             ds.save_to_disk(str(tmp))
         atomic_write_json(tmp / INFO_FILE, info)
         replace_dir(tmp, out)
+    except OSError as e:  # a full disk, a read-only folder: the old dataset (if any) is untouched
+        raise DataError(f"cannot write the dataset to {out} ({e.strerror or e}); nothing was changed.") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
