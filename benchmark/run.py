@@ -7,8 +7,10 @@ and the result folder is assembled in a temporary folder and swapped into place 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
+import os
 import platform
 import random
 import shutil
@@ -29,12 +31,12 @@ import torch
 from . import __version__
 from .battery import Battery, BatteryResult, EvalSet, Flag, RunContext, ShardOutput
 from .definition import PRESETS, load_definition
-from .errors import FxbenchError
+from .errors import EvaluationBug, FxbenchError, SubmissionError
 from .io import atomic_write, atomic_write_bytes, replace_dir
 from .registry import Registry
 from .results.metrics import compute_metrics
 from .results.resultfile import RESULT_NAME, SAMPLES_NAME, write_result
-from .results.shards import ShardStore
+from .results.shards import ShardCorrupt, ShardStore
 
 BATTERIES: Registry[Callable[[], Battery]] = Registry("battery")
 
@@ -49,6 +51,7 @@ BATTERIES.register("explanations", _lazy("explanations", "ExplanationBattery"))
 
 META_COLUMNS = ["image_id", "label", "split", "hardware", "hand", "leg", "hip", "shoulder", "mixed", "region", "view"]
 SHARDS_DIR = ".fxbench-shards"
+LOCK_NAME = ".fxbench-run.lock"
 
 
 @dataclass(frozen=True)
@@ -89,8 +92,7 @@ def run_submission(
     version: str | None = None,
     progress: Progress | None = None,
 ) -> RunResult:
-    from .data import EmbeddedDataWarning, load_arrays
-    from .models import check_model_outputs, load_submission, resolve_device, strict_fp32
+    from .models import resolve_device
 
     progress = progress or Progress()
     started = time.time()
@@ -107,10 +109,74 @@ def run_submission(
     for name in names:
         BATTERIES.get(name)  # unknown names refused before any work
     seed = definition.seed if seed is None else int(seed)
+    out = Path(out)
+    created = not out.exists()
+    check_writable(out)  # a read-only or full --out, or one naming a file, is found before any work
+    try:
+        with run_lock(out):
+            return _run_locked(path, out=out, data=data, preset=preset, dev=dev, limit=limit, seed=seed,
+                               trust_code=trust_code, names=names, definition=definition, progress=progress,
+                               started=started, started_at=started_at)
+    except BaseException:
+        if created:  # refused before anything was computed: leave no empty --out behind
+            with contextlib.suppress(OSError):
+                (out / LOCK_NAME).unlink()
+                out.rmdir()
+        raise
 
-    sub = load_submission(path, trust_code=trust_code, device=str(dev))
+
+def check_writable(out: Path) -> None:
+    """Create ``out`` and write a probe file in it; one clear error if that fails."""
+    if out.exists() and not out.is_dir():
+        raise FxbenchError(f"--out {out}: is a file, not a folder; give a folder for the results.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".fxbench-probe-") as f:
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise FxbenchError(f"--out {out}: cannot write there ({e.strerror or e}); nothing was run.") from None
+
+
+@contextlib.contextmanager
+def run_lock(out: Path):
+    """One run at a time per --out: a second one is refused (the lock goes with the process, even on kill -9)."""
+    import fcntl
+
+    path = out / LOCK_NAME
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise FxbenchError(f"--out {out}: cannot create the run lock {path.name} ({e.strerror})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise FxbenchError(
+                f"--out {out}: another fxbench run (pid {holder}) is writing into this folder; wait for it to "
+                "finish, or give another --out."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the file stays (removing it would race with a waiting run)
+
+
+def _run_locked(path, *, out: Path, data, preset: str, dev, limit, seed: int, trust_code: bool, names: list[str],
+                definition, progress: Progress, started: float, started_at: str) -> RunResult:
+    from .data import EmbeddedDataWarning, load_arrays
+    from .models import check_model_outputs, load_submission, strict_fp32
+
+    try:
+        sub = load_submission(path, trust_code=trust_code, device=str(dev))
+    except SystemExit as e:  # trusted code that exits while it is imported or built
+        raise SubmissionError(f"{path}: the model code called sys.exit({e.code!r}) while loading") from None
     model = sub.model
-    check_model_outputs(model, device=dev)
+    with _model_errors(sub, "the output check"):
+        check_model_outputs(model, device=dev)
     with warnings.catch_warnings():  # said once below through progress.note, not as a Python warning
         warnings.simplefilter("ignore", EmbeddedDataWarning)
         evalset = load_arrays(data, split=definition.raw["dataset"]["split"], limit=limit)
@@ -128,7 +194,6 @@ def run_submission(
                       sub.checkpoint_sha256, dev.type, ",".join(names)])
         ).encode()
     ).hexdigest()[:16]
-    out = Path(out)
     work_dir = out / SHARDS_DIR / sub.spec.id / run_key
     store = ShardStore(work_dir)
     ctx = RunContext(device=dev, seed=seed, preset=preset, work_dir=work_dir, _tensor_loader=store.load_tensors)
@@ -143,7 +208,7 @@ def run_submission(
 
     with strict_fp32():  # float32 evaluation: TF32 would make logits depend on batch composition
         results, n_run, n_resumed = _run_batteries(plan, model=model, evalset=evalset, store=store, ctx=ctx,
-                                                   progress=progress)
+                                                   progress=progress, sub=sub)
 
     samples = _merge_samples(evalset, results)
     metric_defs = [m for r in results.values() for m in r.metrics]
@@ -201,28 +266,80 @@ def run_submission(
     return RunResult(out_dir=final, result=result, samples=samples, shards_run=n_run, shards_resumed=n_resumed)
 
 
-def _run_batteries(plan, *, model, evalset: EvalSet, store: ShardStore, ctx: RunContext, progress: Progress):
+def _run_batteries(plan, *, model, evalset: EvalSet, store: ShardStore, ctx: RunContext, progress: Progress,
+                   sub=None):
     results: dict[str, BatteryResult] = {}
     n_run = n_resumed = 0
     for name, battery, config, keys in plan:
         outputs: dict[str, ShardOutput] = {}
         for key in keys:
             if store.done(name, key):
-                outputs[key] = store.load(name, key)
-                n_resumed += 1
-                progress.advance(name, key, True)
-                continue
+                try:
+                    outputs[key] = store.load(name, key)
+                except ShardCorrupt as e:  # truncated or corrupt files of a finished shard: compute it again
+                    progress.note(f"{e}; recomputing it")
+                    store.discard(name, key)
+                else:
+                    n_resumed += 1
+                    progress.advance(name, key, True)
+                    continue
             _seed_everything(ctx.shard_seed(name, key))
-            output = battery.run_shard(key, model=model, evalset=evalset, config=config, ctx=ctx)
-            store.save(name, key, output)
+            with _model_errors(sub, f"the {name} battery (shard {key})"):
+                output = battery.run_shard(key, model=model, evalset=evalset, config=config, ctx=ctx)
+            try:
+                store.save(name, key, output)
+            except OSError as e:
+                raise FxbenchError(f"cannot write shard {name}/{key} under {store.root} ({e.strerror or e}); "
+                                   "finished shards are kept: free space and rerun the same command.") from None
             outputs[key] = store.load(name, key)  # use exactly what a resumed run would read
             n_run += 1
             progress.advance(name, key, False)
         _seed_everything(ctx.shard_seed(name, "finalize"))
-        results[name] = battery.finalize(outputs, model=model, evalset=evalset, config=config, ctx=ctx)
+        with _model_errors(sub, f"the {name} battery (finalize)"):
+            results[name] = battery.finalize(outputs, model=model, evalset=evalset, config=config, ctx=ctx)
         ctx.previous[name] = results[name]
 
     return results, n_run, n_resumed
+
+
+@contextlib.contextmanager
+def _model_errors(sub, where: str):
+    """An exception raised in the submission's own code (its folder, or the module defining its network) is
+    the model's problem: one `error:` naming the model. Anything else is fxbench's and propagates as is."""
+    try:
+        yield
+    except (FxbenchError, EvaluationBug, KeyboardInterrupt):
+        raise
+    except SystemExit as e:
+        raise SubmissionError(f"model {_model_name(sub)} called sys.exit({e.code!r}) during {where}") from None
+    except (Exception, RecursionError) as e:  # noqa: BLE001 - classified below
+        if sub is None or not _raised_by_model(e, sub):
+            raise
+        text = str(e)
+        text = text if len(text) <= 300 else text[:300] + "..."
+        raise SubmissionError(f"model {_model_name(sub)} raised {type(e).__name__} during {where}: {text}") from None
+
+
+def _model_name(sub) -> str:
+    return "?" if sub is None else f"{sub.spec.id!r} ({sub.yaml_path})"
+
+
+def _raised_by_model(e: BaseException, sub) -> bool:
+    import inspect
+    import traceback
+
+    files = {str(Path(sub.folder).resolve())}
+    for m in sub.model.net.modules():
+        mod = type(m).__module__
+        if mod.startswith(("torch.", "fxbench.")):
+            continue
+        with contextlib.suppress(TypeError, OSError):
+            files.add(str(Path(inspect.getfile(type(m))).resolve()))
+    for frame in traceback.extract_tb(e.__traceback__):
+        f = str(Path(frame.filename).resolve())
+        if any(f == x or f.startswith(x + os.sep) for x in files):
+            return True
+    return isinstance(e, RecursionError)  # the traceback of a deep recursion is cut; batteries do not recurse
 
 
 def _merge_samples(evalset: EvalSet, results: dict[str, BatteryResult]) -> pd.DataFrame:

@@ -53,5 +53,5 @@ def main() -> None:
         typer.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
-        typer.echo("interrupted: finished shards are kept; run the same command again to resume.", err=True)
+        typer.echo("error: interrupted; rerun the same command to resume (finished shards are kept).", err=True)
         sys.exit(130)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import functools
 import importlib.util
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import torch
@@ -13,6 +18,76 @@ from torch import nn
 from ..errors import SubmissionError
 from .checkpoint import confined_path
 from .spec import ModelSpec
+
+# Trusted entrypoints run the submitter's Python: each call into it (import and build, every forward) gets a
+# wall-clock limit, so a model that never returns cannot hang `validate` or `run`. Generous by default (a
+# full-preset batch on a CPU takes seconds); FXBENCH_MODEL_CALL_TIMEOUT (seconds, 0 = no limit) changes it.
+MODEL_CALL_TIMEOUT_ENV = "FXBENCH_MODEL_CALL_TIMEOUT"
+DEFAULT_MODEL_CALL_TIMEOUT_S = 600.0
+
+
+class ModelCallTimeout(SubmissionError):
+    """A call into the submitter's code ran past the model call time limit."""
+
+
+def model_call_timeout() -> float:
+    raw = os.environ.get(MODEL_CALL_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MODEL_CALL_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SubmissionError(f"{MODEL_CALL_TIMEOUT_ENV}={raw!r}: expected a number of seconds (0 = no limit)") from None
+    if value < 0 or value != value:
+        raise SubmissionError(f"{MODEL_CALL_TIMEOUT_ENV}={raw!r}: expected a number of seconds >= 0")
+    return value
+
+
+_active = threading.local()
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float, what: str):
+    """Raise ModelCallTimeout in the main thread when the block runs past ``seconds`` (SIGALRM; a call stuck
+    inside one C/CUDA kernel is interrupted when it returns to Python). Nested limits: the outer one holds."""
+    usable = (seconds > 0 and hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+              and not getattr(_active, "on", False))
+    if not usable:
+        yield
+        return
+
+    def _expired(signum, frame):
+        raise ModelCallTimeout(
+            f"{what} did not return within {seconds:g} s (the model call time limit; set "
+            f"{MODEL_CALL_TIMEOUT_ENV}=SECONDS to change it, 0 for none)"
+        )
+
+    previous = signal.signal(signal.SIGALRM, _expired)
+    _active.on = True
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        _active.on = False
+
+
+def guard_calls(net: nn.Module, what: str, seconds: float) -> nn.Module:
+    """``net.forward`` with the call time limit, and ``sys.exit`` in it reported instead of ending fxbench."""
+    forward = net.forward
+
+    @functools.wraps(forward)
+    def guarded(*args, **kwargs):
+        with time_limit(seconds, f"{what}: forward"):
+            try:
+                return forward(*args, **kwargs)
+            except SystemExit as e:
+                raise SubmissionError(f"{what}: forward called sys.exit({e.code!r}); a model must return logits") from None
+
+    net.forward = guarded
+    return net
+
 
 # timm arguments that would fetch or read weights outside the verified checkpoint.
 FORBIDDEN_KWARGS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir")
@@ -62,6 +137,7 @@ def _from_entrypoint(spec: ModelSpec, folder: Path, trust_code: bool) -> nn.Modu
             f"model.entrypoint: {arch.entrypoint} runs Python code from the submitter; it is only run when you "
             "pass --trust-code (read the code first)"
         )
+    seconds = model_call_timeout()
     file = confined_path(folder, arch.entrypoint_file, field="model.entrypoint")
     module_name = f"fxbench_submission_{spec.id.replace('-', '_')}_{file.stem}"
     import_spec = importlib.util.spec_from_file_location(module_name, file)
@@ -69,18 +145,26 @@ def _from_entrypoint(spec: ModelSpec, folder: Path, trust_code: bool) -> nn.Modu
     sys.path.insert(0, str(file.parent))  # so the entrypoint can import its sibling files
     before = set(sys.modules)
     try:
-        import_spec.loader.exec_module(module)
-        build = getattr(module, arch.entrypoint_function, None)
-        if not callable(build):
-            raise SubmissionError(
-                f"model.entrypoint: {file.name} has no function {arch.entrypoint_function!r}"
-            )
-        return build(**arch.kwargs)
+        with time_limit(seconds, f"model.entrypoint: {arch.entrypoint}"):
+            import_spec.loader.exec_module(module)
+            build = getattr(module, arch.entrypoint_function, None)
+            if not callable(build):
+                raise SubmissionError(
+                    f"model.entrypoint: {file.name} has no function {arch.entrypoint_function!r}"
+                )
+            net = build(**arch.kwargs)
+        if isinstance(net, nn.Module):
+            guard_calls(net, f"model.entrypoint {arch.entrypoint}", seconds)
+        return net
     except SubmissionError:
         raise
-    except Exception as e:  # noqa: BLE001 - the submitter's code failed
+    except SystemExit as e:
         raise SubmissionError(
-            f"model.entrypoint: {arch.entrypoint} failed: {type(e).__name__}: {e}"
+            f"model.entrypoint: {arch.entrypoint} called sys.exit({e.code!r}) while building the model"
+        ) from None
+    except Exception as e:  # noqa: BLE001 - the submitter's code failed (RecursionError included)
+        raise SubmissionError(
+            f"model.entrypoint: {arch.entrypoint} failed: {type(e).__name__}: {_short(e)}"
         ) from None
     finally:
         sys.path.remove(str(file.parent))
@@ -90,6 +174,11 @@ def _from_entrypoint(spec: ModelSpec, folder: Path, trust_code: bool) -> nn.Modu
             origin = getattr(sys.modules[name], "__file__", None)
             if origin and Path(origin).resolve().is_relative_to(root):
                 del sys.modules[name]
+
+
+def _short(e: BaseException, limit: int = 500) -> str:
+    text = str(e)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text) - limit} more characters)"
 
 
 def find_gradcam_layer(net: nn.Module, spec: ModelSpec) -> nn.Module | None:
@@ -132,6 +221,8 @@ def _spatial_outputs(
     try:
         with torch.no_grad():
             net(torch.zeros(1, channels, size, size))
+    except SubmissionError:
+        raise  # the call time limit or sys.exit: already the submission's problem
     except Exception:  # noqa: BLE001 - a model that cannot run is reported by the forward check, not here
         return []
     finally:

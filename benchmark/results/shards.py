@@ -17,6 +17,10 @@ from ..battery import Flag, ShardOutput
 from ..io import atomic_write, atomic_write_json
 
 
+class ShardCorrupt(Exception):
+    """A finished shard's files cannot be read back (truncated, corrupt, edited): the runner recomputes it."""
+
+
 class ShardStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -42,14 +46,23 @@ class ShardStore:
 
     def load(self, battery: str, key: str) -> ShardOutput:
         base = self._base(battery, key)
-        meta = json.loads(base.with_suffix(".json").read_text())
-        tensors = load_file(str(base.with_suffix(".safetensors"))) if meta["tensors"] else {}
-        return ShardOutput(
-            samples=pd.read_parquet(base.with_suffix(".parquet")),
-            tensors=tensors,
-            flags=[Flag(**f) for f in meta["flags"]],
-            info=meta["info"],
-        )
+        try:
+            meta = json.loads(base.with_suffix(".json").read_text())
+            tensors = load_file(str(base.with_suffix(".safetensors"))) if meta["tensors"] else {}
+            return ShardOutput(
+                samples=pd.read_parquet(base.with_suffix(".parquet")),
+                tensors=tensors,
+                flags=[Flag(**f) for f in meta["flags"]],
+                info=meta["info"],
+            )
+        except Exception as e:  # noqa: BLE001 - json, arrow and safetensors each raise their own types
+            raise ShardCorrupt(f"shard {battery}/{key} cannot be read back ({type(e).__name__}: {e})") from None
+
+    def discard(self, battery: str, key: str) -> None:
+        """Remove a shard's files, the JSON marker first (so a crash half-way leaves it 'not done')."""
+        base = self._base(battery, key)
+        for suffix in (".json", ".parquet", ".safetensors"):
+            base.with_suffix(suffix).unlink(missing_ok=True)
 
     def load_tensors(self, battery: str) -> dict[str, torch.Tensor]:
         merged: dict[str, torch.Tensor] = {}
@@ -59,7 +72,10 @@ class ShardStore:
         for path in sorted(folder.glob("*.safetensors")):
             if not path.with_suffix(".json").is_file():
                 continue
-            part = load_file(str(path))
+            try:
+                part = load_file(str(path))
+            except Exception as e:  # noqa: BLE001 - read back when the battery ran; changed since
+                raise ShardCorrupt(f"{path} cannot be read back ({type(e).__name__}: {e})") from None
             clash = merged.keys() & part.keys()
             if clash:
                 raise RuntimeError(f"tensor keys saved by two shards of {battery}: {sorted(clash)[:3]}")
