@@ -70,3 +70,72 @@ def replace_dir(tmp_dir: str | os.PathLike, final_dir: str | os.PathLike) -> Non
     os.replace(tmp_dir, final_dir)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+class DownloadFailed(Exception):
+    """A download that broke a limit or failed; callers turn it into their own user-facing error."""
+
+
+def env_limit(name: str, default: float) -> float:
+    """A positive number from the environment (size or time limits for untrusted input), else ``default``."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise DownloadFailed(f"{name}={raw!r}: expected a positive number") from None
+    if not value > 0:
+        raise DownloadFailed(f"{name}={raw!r}: expected a positive number")
+    return value
+
+
+def fetch_url(url: str, path: str | os.PathLike, *, max_bytes: int, deadline_s: float,
+              socket_timeout_s: float = 60.0) -> str:
+    """Stream ``url`` into ``path`` and return its sha256, within ``max_bytes`` and an overall wall-clock
+    ``deadline_s`` (a server that trickles one byte every few seconds never trips a socket timeout, so the
+    deadline is checked after every read, and reads return whatever has arrived)."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    start = time.monotonic()
+    h = hashlib.sha256()
+    total = 0
+    request = urllib.request.Request(url, headers={"User-Agent": "fxbench"})
+    try:
+        with urllib.request.urlopen(request, timeout=min(socket_timeout_s, deadline_s)) as r, open(path, "wb") as f:
+            length = r.headers.get("Content-Length")
+            if length and length.isdigit() and int(length) > max_bytes:
+                raise DownloadFailed(f"{url}: the server announces {int(length)} bytes, over the {max_bytes} "
+                                     "byte limit; nothing was kept")
+            while True:
+                if time.monotonic() - start > deadline_s:
+                    raise DownloadFailed(f"{url}: not complete after {deadline_s:g} s (the download deadline; "
+                                         f"{total} bytes received); nothing was kept")
+                block = r.read1(1 << 16)
+                if not block:
+                    break
+                total += len(block)
+                if total > max_bytes:
+                    raise DownloadFailed(f"{url}: more than {max_bytes} bytes (the size limit); nothing was kept")
+                h.update(block)
+                f.write(block)
+    except urllib.error.HTTPError as e:
+        raise DownloadFailed(f"download of {url} failed: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise DownloadFailed(f"{url}: download failed ({getattr(e, 'reason', e)})") from None
+    return h.hexdigest()
+
+
+def remove_stale(folder: str | os.PathLike, pattern: str, older_than_s: float) -> None:
+    """Remove temporary files or folders left by a killed process (older than any live one could be)."""
+    import time
+
+    now = time.time()
+    for p in Path(folder).glob(pattern):
+        try:
+            if now - p.lstat().st_mtime > older_than_s:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        except OSError:
+            pass

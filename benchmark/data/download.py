@@ -5,17 +5,14 @@ Nothing is unpacked unless the digest matches; the archive is streamed to a temp
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
-from ..io import replace_dir
+from ..io import DownloadFailed, env_limit, fetch_url, remove_stale, replace_dir
 from ..paths import home
 
 # The FracAtlas archive on figshare (article 22363012). The digest is pinned from a verified download; until
@@ -37,21 +34,33 @@ def sources_dir() -> Path:
     return home() / "sources"
 
 
-def _fetch(url: str, dest: Path) -> str:
-    h = hashlib.sha256()
+# Limits on the download (environment variables override them): the release zip is ~0.3 GB.
+MAX_ARCHIVE_BYTES_ENV = "FXBENCH_MAX_ARCHIVE_BYTES"
+MAX_ARCHIVE_BYTES = 4 * 1024**3
+DEADLINE_ENV = "FXBENCH_DOWNLOAD_DEADLINE_S"
+DEADLINE_S = 3 * 3600.0
+
+
+def _limits() -> tuple[int, float]:
     try:
-        with urllib.request.urlopen(url, timeout=60) as r, open(dest, "wb") as f:
-            while block := r.read(1 << 20):
-                h.update(block)
-                f.write(block)
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        raise DataError(f"{url}: download failed ({e}).") from None
-    return h.hexdigest()
+        return int(env_limit(MAX_ARCHIVE_BYTES_ENV, MAX_ARCHIVE_BYTES)), env_limit(DEADLINE_ENV, DEADLINE_S)
+    except DownloadFailed as e:
+        raise DataError(str(e)) from None
+
+
+def _fetch(url: str, dest: Path) -> str:
+    max_bytes, deadline = _limits()
+    try:
+        return fetch_url(url, dest, max_bytes=max_bytes, deadline_s=deadline)
+    except DownloadFailed as e:
+        raise DataError(str(e)) from None
 
 
 def _unpack(archive: Path, dest: Path) -> None:
     try:
         with zipfile.ZipFile(archive) as z:
+            if sum(i.file_size for i in z.infolist()) > 4 * archive.stat().st_size + (1 << 30):
+                raise DataError(f"{archive}: its entries would inflate far beyond a FracAtlas release; refused.")
             for name in z.namelist():
                 target = (dest / name).resolve()
                 if not target.is_relative_to(dest.resolve()):
@@ -85,6 +94,7 @@ def download_release(
     if (final / ".complete").is_file():
         return Downloaded(_find_root(final), want, url)
     cache.mkdir(parents=True, exist_ok=True)
+    remove_stale(cache, ".download-*", _limits()[1] + 3600)  # left by a download killed with SIGKILL
     with tempfile.TemporaryDirectory(prefix=".download-", dir=cache) as tmp:
         archive = Path(tmp) / "release.zip"
         got = _fetch(url, archive)

@@ -12,8 +12,6 @@ import io
 import os
 import pickle
 import re
-import urllib.error
-import urllib.request
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +21,7 @@ from safetensors.torch import load as load_safetensors
 from torch import nn
 
 from ..errors import SubmissionError
-from ..io import atomic_write, sha256_file
+from ..io import DownloadFailed, atomic_write, env_limit, fetch_url, remove_stale, sha256_file
 from ..paths import checkpoint_cache_dir
 from .spec import Checkpoint
 
@@ -31,7 +29,21 @@ NESTED_KEYS = (
     "state_dict",
     "model",
 )  # accepted wrappers around a state dict, e.g. {"state_dict": {...}, "epoch": 3}
-DOWNLOAD_TIMEOUT_S = 60
+DOWNLOAD_TIMEOUT_S = 60  # per socket operation
+# Limits on untrusted checkpoints (environment variables override them): the largest checkpoint read or
+# downloaded, and the wall-clock deadline for a whole download.
+MAX_CHECKPOINT_BYTES_ENV = "FXBENCH_MAX_CHECKPOINT_BYTES"
+MAX_CHECKPOINT_BYTES = 4 * 1024**3
+DOWNLOAD_DEADLINE_ENV = "FXBENCH_DOWNLOAD_DEADLINE_S"
+DOWNLOAD_DEADLINE_S = 3600.0
+
+
+def _limits() -> tuple[int, float]:
+    try:
+        return (int(env_limit(MAX_CHECKPOINT_BYTES_ENV, MAX_CHECKPOINT_BYTES)),
+                env_limit(DOWNLOAD_DEADLINE_ENV, DOWNLOAD_DEADLINE_S))
+    except DownloadFailed as e:
+        raise SubmissionError(str(e)) from None
 
 
 @dataclass(frozen=True)
@@ -68,26 +80,25 @@ def cached_download(url: str, sha256: str) -> Path:
     if dest.is_file() and sha256_file(dest) == sha256:
         return dest
 
+    max_bytes, deadline = _limits()
+    # A download killed with SIGKILL leaves its temporary file; one older than the deadline is nobody's.
+    if dest.parent.is_dir():
+        remove_stale(dest.parent, f".{dest.name}.*.tmp", deadline + 60)
+
     def fetch(tmp: str) -> None:
-        digest = hashlib.sha256()
-        request = urllib.request.Request(url, headers={"User-Agent": "fxbench"})
-        with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as response, open(tmp, "wb") as out:
-            while block := response.read(1 << 20):
-                digest.update(block)
-                out.write(block)
-        if digest.hexdigest() != sha256:
+        got = fetch_url(url, tmp, max_bytes=max_bytes, deadline_s=deadline, socket_timeout_s=DOWNLOAD_TIMEOUT_S)
+        if got != sha256:
             raise SubmissionError(
                 f"checkpoint.sha256: the file downloaded from {url} does not match: expected {sha256}, "
-                f"got {digest.hexdigest()}; nothing was kept"
+                f"got {got}; nothing was kept"
             )
 
     try:
         atomic_write(dest, fetch)
-    except urllib.error.HTTPError as e:
-        raise SubmissionError(f"checkpoint.url: download of {url} failed: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise SubmissionError(f"checkpoint.url: cannot download {url}: {reason}") from None
+    except DownloadFailed as e:
+        raise SubmissionError(f"checkpoint.url: {e}") from None
+    except OSError as e:
+        raise SubmissionError(f"checkpoint.url: cannot store the download of {url}: {e.strerror or e}") from None
     return dest
 
 
@@ -97,7 +108,15 @@ def read_checkpoint(checkpoint: Checkpoint, *, folder: Path) -> CheckpointFile:
         path = confined_path(folder, checkpoint.path, field="checkpoint.path")
     else:
         path = cached_download(checkpoint.url, checkpoint.sha256)
-    data = path.read_bytes()
+    max_bytes, _ = _limits()
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise SubmissionError(f"checkpoint: {path.name} is {size} bytes, over the {max_bytes} byte limit "
+                              f"(set {MAX_CHECKPOINT_BYTES_ENV} to change it)")
+    with open(path, "rb") as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise SubmissionError(f"checkpoint: {path.name} grew past the {max_bytes} byte limit while being read")
     actual = hashlib.sha256(data).hexdigest()
     if actual != checkpoint.sha256:
         raise SubmissionError(
@@ -122,6 +141,7 @@ def parse_state_dict(file: CheckpointFile) -> dict[str, torch.Tensor]:
             return load_safetensors(file.data)
         except Exception as e:  # noqa: BLE001 - SafetensorError, or errors on a damaged header
             raise SubmissionError(f"checkpoint: {name} is not a readable safetensors file: {e}") from None
+    _refuse_compressed_zip(file.data, name)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about pickle protocols before refusing them
@@ -143,6 +163,30 @@ def parse_state_dict(file: CheckpointFile) -> dict[str, torch.Tensor]:
             f"checkpoint: {name} is neither safetensors nor a PyTorch state dict ({type(e).__name__}: {e})"
         ) from None
     return _as_state_dict(obj, name=name)
+
+
+def _refuse_compressed_zip(data: bytes, name: str) -> None:
+    """torch.save writes a zip of stored (uncompressed) entries; a compressed entry can inflate a few MB
+    into gigabytes before any key is checked (a zip bomb). Refuse compressed entries and sizes that do
+    not add up, reading only the zip directory."""
+    if not data.startswith(b"PK"):
+        return
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, ValueError, OSError):
+        return  # not a zip after all: torch.load reports it
+    for i in infos:
+        if i.compress_type != zipfile.ZIP_STORED or i.file_size != i.compress_size:
+            raise SubmissionError(
+                f"checkpoint: {name} was refused: its entry {i.filename!r} is compressed ({i.compress_size} "
+                f"bytes inflating to {i.file_size}); torch.save never compresses, so nothing was unpacked. "
+                "Save the weights with safetensors or torch.save(model.state_dict())"
+            )
+    if sum(i.file_size for i in infos) > len(data):
+        raise SubmissionError(f"checkpoint: {name} was refused: its entries claim more bytes than the file holds")
 
 
 def _is_tensor_dict(obj: object) -> bool:

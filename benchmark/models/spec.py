@@ -260,11 +260,10 @@ class ModelSpec(_Frozen):
     @classmethod
     def from_yaml(cls, path: str | Path) -> ModelSpec:
         path = Path(path)
+        data = read_yaml_bytes(path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise SubmissionError(f"{path}: file not found") from None
-        except (OSError, UnicodeDecodeError) as e:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
             raise SubmissionError(f"{path}: cannot be read as UTF-8 text ({e})") from None
         return cls.from_text(text, source=str(path))
 
@@ -277,8 +276,59 @@ class ModelSpec(_Frozen):
             raise SubmissionError(f"{source}: {_explain(e)}") from None
 
 
+MAX_YAML_BYTES = 64 * 1024  # a model.yaml is ~1 kB; a huge one is refused before it is parsed
+MAX_YAML_DEPTH = 20  # model.yaml nests 3 levels; deeper is an attack on the parser, not a submission
+MAX_SHOWN = 200  # characters of submitted values quoted back in a message
+
+
+def read_yaml_bytes(path: Path) -> bytes:
+    """The bytes of a model.yaml: a regular file (not a FIFO or a device), inside the folder that holds it
+    (a symlink may not lead elsewhere), at most MAX_YAML_BYTES; checked before anything is read."""
+    import os
+    import stat
+
+    if path.is_symlink() and not path.resolve().is_relative_to(path.parent.resolve()):
+        raise SubmissionError(f"{path}: a symbolic link that leads outside its folder; model.yaml must be a "
+                              "file inside the submission folder")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise SubmissionError(f"{path}: file not found") from None
+    except OSError as e:
+        raise SubmissionError(f"{path}: cannot be read ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise SubmissionError(f"{path}: not a regular file (a FIFO, device or folder); model.yaml must be a file")
+    if st.st_size > MAX_YAML_BYTES:
+        raise SubmissionError(f"{path}: {st.st_size} bytes, over the {MAX_YAML_BYTES} byte limit for a model.yaml")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_YAML_BYTES + 1)
+    except OSError as e:
+        raise SubmissionError(f"{path}: cannot be read ({e.strerror})") from None
+    if len(data) > MAX_YAML_BYTES:
+        raise SubmissionError(f"{path}: over the {MAX_YAML_BYTES} byte limit for a model.yaml")
+    return data
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (YAML would silently keep the last one)."""
+    """SafeLoader that refuses duplicate keys (YAML would silently keep the last one), aliases (a few
+    hundred bytes of nested aliases expand to gigabytes: "billion laughs") and deep nesting."""
+
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in model.yaml; write "
+                                              "the value out", event.start_mark)
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_YAML_DEPTH} levels deep",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 def _mapping_without_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
@@ -295,13 +345,17 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 
 def _load_yaml(text: str, *, source: str) -> Any:
+    if len(text) > MAX_YAML_BYTES:
+        raise SubmissionError(f"{source}: {len(text)} characters, over the {MAX_YAML_BYTES} limit for a model.yaml")
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e)
+        problem = shorten(getattr(e, "problem", None) or str(e))
         raise SubmissionError(f"{source}: not valid YAML: {where}{problem}") from None
+    except RecursionError:
+        raise SubmissionError(f"{source}: not valid YAML: nested too deeply") from None
     if not isinstance(data, dict):
         raise SubmissionError(
             f"{source}: must be a YAML mapping of fields (id, name, model, checkpoint, ...)"
@@ -341,6 +395,11 @@ def _explain(error: ValidationError) -> str:
         elif kind == "missing":
             msg = "required field is missing"
         elif kind not in ("value_error", "assertion_error"):
-            msg = f"{msg} (got {err.get('input')!r})"
-        parts.append(f"{where}: {msg}")
-    return "; ".join(parts)
+            msg = f"{shorten(msg)} (got {shorten(repr(err.get('input')))})"
+        parts.append(f"{shorten(where)}: {msg}")
+    return shorten("; ".join(parts), 4 * MAX_SHOWN)
+
+
+def shorten(text: str, limit: int = MAX_SHOWN) -> str:
+    """Submitted text quoted in an error, cut to ``limit`` characters (a message stays one paragraph)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"

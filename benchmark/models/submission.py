@@ -13,7 +13,7 @@ from ..errors import SubmissionError
 from .checkpoint import load_weights, parse_state_dict, read_checkpoint
 from .device import resolve_device
 from .factory import create_model, find_gradcam_layer
-from .spec import ModelSpec
+from .spec import ModelSpec, read_yaml_bytes
 from .wrapper import CanonicalModel
 
 YAML_NAME = "model.yaml"
@@ -59,9 +59,9 @@ def find_yaml(path: str | Path) -> Path:
     path = Path(path)
     if path.is_dir():
         path = path / YAML_NAME
-        if not path.is_file():
+        if not (path.exists() or path.is_symlink()):
             raise SubmissionError(f"{path.parent}: no {YAML_NAME} in this folder")
-    elif not path.exists():
+    elif not path.exists() and not path.is_symlink():
         raise SubmissionError(f"{path}: no such file or folder")
     return path
 
@@ -69,7 +69,7 @@ def find_yaml(path: str | Path) -> Path:
 def read_spec(path: str | Path) -> SpecFile:
     """Parse model.yaml once; the hash is of the very bytes that were parsed."""
     yaml_path = find_yaml(path)
-    data = yaml_path.read_bytes()
+    data = read_yaml_bytes(yaml_path)  # regular file, confined, size-capped: a FIFO or /dev/zero never hangs
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
