@@ -253,6 +253,7 @@ def _run_locked(path, *, out: Path, data, preset: str, dev, limit, seed: int, tr
             "seed": seed,
             "started_at": started_at,
             "duration_s": round(time.time() - started, 3),
+            **({"ci": ci} if (ci := _ci_provenance()) else {}),
         },
     }
     final = out / sub.spec.id
@@ -417,6 +418,17 @@ def _git_commit() -> str | None:
         return r.stdout.strip() or None if r.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _ci_provenance() -> dict[str, str] | None:
+    """The GitHub Actions run computing this result (docs/leaderboard.md, "Provenance"). Environment values
+    can be set by anyone, so this only names the run: the PR check downloads that run's artifact and
+    compares bytes, which is what ties a committed result to it."""
+    if os.environ.get("GITHUB_ACTIONS") != "true":
+        return None
+    keys = {"repository": "GITHUB_REPOSITORY", "run_id": "GITHUB_RUN_ID", "run_attempt": "GITHUB_RUN_ATTEMPT",
+            "workflow": "GITHUB_WORKFLOW", "sha": "GITHUB_SHA", "server_url": "GITHUB_SERVER_URL"}
+    return {k: os.environ.get(v, "") for k, v in keys.items()}
 
 
 def _device_name(dev: torch.device) -> str:

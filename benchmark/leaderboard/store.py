@@ -25,7 +25,7 @@ from ..errors import FxbenchError, ResultError
 from ..results.metrics import LABEL, REDUCERS, MetricDef, compute_metric
 from ..results.resultfile import read_limited, read_result
 
-VERSION_RE = re.compile(r"v[0-9]+")  # always used with fullmatch
+VERSION_RE = re.compile(r"^v[0-9]+$")  # used with fullmatch: "v1\n" is not a version
 PRESETS = ("full", "quick")
 MAX_SAMPLES_BYTES = 64 * 1024 * 1024  # a full-preset per-sample file is ~1 MB
 MAX_PNG_BYTES = 4 * 1024 * 1024
