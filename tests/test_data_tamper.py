@@ -119,3 +119,21 @@ def test_an_undecodable_eval_image_of_the_benchmark_release_is_refused():
         refuse_changed_eval_split([Exclusion(eval_id, "broken")], all_ids)
     refuse_changed_eval_split([Exclusion(train_id, "broken")], all_ids)  # train only: reported, not refused
     refuse_changed_eval_split([Exclusion(eval_id, "broken")], all_ids[:10])  # another release: ids-differ
+
+
+def test_a_full_disk_during_prepare_is_an_error_and_the_old_dataset_stays(prepared, tmp_path, monkeypatch):
+    import datasets as hf
+
+    out = tmp_path / "data"
+    shutil.copytree(prepared, out)
+    before = sorted(p.name for p in out.iterdir())
+
+    def full(self, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(hf.Dataset, "save_to_disk", full)
+    release = make_release(tmp_path / "rel" / "FracAtlas")
+    with pytest.raises(DataError, match="No space left on device.*nothing was changed"):
+        prepare(release, out=out, workers=1)
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -268,3 +268,17 @@ def test_markdown_text_escapes_html_and_table_syntax():
     got = markdown_text('<img src=x onerror="alert(1)"> | [link](javascript:x)\n`code`')
     assert "<" not in got and ">" not in got and "\n" not in got
     assert "\\|" in got and "\\[" in got and "\\`" in got
+
+
+def test_a_parquet_that_inflates_far_beyond_its_size_is_refused_from_its_footer(store):
+    import numpy as np
+
+    big = pd.DataFrame({"image_id": ["x"] * 200_000, "label": np.zeros(200_000, dtype=np.int64)})
+    big.to_parquet(store / "v1" / f"{SID}.parquet", index=False)  # ~2 kB on disk
+    refused(store, "over the limits for a per-sample file")
+
+
+def test_a_json_integer_too_long_to_convert_is_an_error(store):
+    path = store / "v1" / f"{SID}.json"
+    path.write_text(path.read_text().replace('"n": 801', '"n": ' + "9" * 5000, 1))
+    refused(store, "not a usable JSON file")

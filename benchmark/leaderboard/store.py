@@ -28,6 +28,9 @@ from ..results.resultfile import read_limited, read_result
 VERSION_RE = re.compile(r"^v[0-9]+$")  # used with fullmatch: "v1\n" is not a version
 PRESETS = ("full", "quick")
 MAX_SAMPLES_BYTES = 64 * 1024 * 1024  # a full-preset per-sample file is ~1 MB
+MAX_SAMPLES_INFLATED = 512 * 1024 * 1024
+MAX_SAMPLE_ROWS = 100_000  # the evaluation split has 801 images
+MAX_SAMPLE_COLUMNS = 10_000  # a full-preset result has ~800 metric columns
 MAX_PNG_BYTES = 4 * 1024 * 1024
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ADV_METRIC = re.compile(r"xai/([^/]+)/.+/(?:adv|drop)-([^/]+)")
@@ -141,6 +144,7 @@ def read_samples(path: Path, result: dict[str, Any], source: Path, spec: Version
     if not path.is_file() and not path.is_symlink():
         raise ResultError(f"{source}: its per-sample file {path.name} is missing (expected at {path})")
     data = read_limited(path, MAX_SAMPLES_BYTES, what="per-sample file")
+    check_parquet_size(data, path)
     try:
         df = pd.read_parquet(io.BytesIO(data))
     except Exception as e:  # noqa: BLE001 - pyarrow raises many types for a corrupt file
@@ -161,6 +165,21 @@ def read_samples(path: Path, result: dict[str, Any], source: Path, spec: Version
     else:
         check_metric_values(result, df, source=f"{source} (per-sample file {path.name})")
     return df
+
+
+def check_parquet_size(data: bytes, path: Path) -> None:
+    """Read only the parquet footer first: a small file can declare columns that decompress to gigabytes."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(io.BytesIO(data)).metadata
+    except Exception as e:  # noqa: BLE001 - any footer problem means "not a readable parquet file"
+        raise ResultError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
+    inflated = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    if meta.num_rows > MAX_SAMPLE_ROWS or inflated > MAX_SAMPLES_INFLATED or meta.num_columns > MAX_SAMPLE_COLUMNS:
+        raise ResultError(f"{path}: {meta.num_rows} rows x {meta.num_columns} columns, {inflated} bytes "
+                          f"uncompressed: over the limits for a per-sample file ({MAX_SAMPLE_ROWS} rows, "
+                          f"{MAX_SAMPLE_COLUMNS} columns, {MAX_SAMPLES_INFLATED} bytes)")
 
 
 def check_eval_split(df: pd.DataFrame, spec: VersionSpec, *, source: str) -> None:

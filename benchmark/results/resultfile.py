@@ -76,6 +76,8 @@ def read_result(path: str | Path) -> dict[str, Any]:
         raise ResultError(f"{path}: not UTF-8 text ({e.reason})") from None
     except RecursionError:
         raise ResultError(f"{path}: JSON nested too deeply to be a result file") from None
+    except ValueError as e:  # e.g. an integer with more digits than Python converts
+        raise ResultError(f"{path}: not a usable JSON file ({e})") from None
     validate_result(obj, source=str(path))
     return obj
 
