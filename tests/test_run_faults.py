@@ -218,3 +218,18 @@ def test_errors_raised_by_fxbench_itself_are_not_blamed_on_the_model(tmp_path, m
     monkeypatch.setattr(CleanBattery, "run_shard", bug)
     with pytest.raises(IndexError):  # a bug in fxbench stays a bug: not reported as the submission's fault
         run_module.run_submission(yaml_path, out=tmp_path / "out", **OPTS)
+
+
+def test_the_call_guard_keeps_deep_copies_on_their_own_weights(tmp_path):
+    import copy
+
+    from fxbench.models.factory import guard_calls
+
+    net = guard_calls(torch.nn.Linear(1, 2), "test", 5.0)
+    twin = copy.deepcopy(net)
+    with torch.no_grad():
+        twin.weight.fill_(0.0)
+        twin.bias.fill_(0.0)
+    x = torch.ones(1, 1)
+    assert torch.equal(twin(x), torch.zeros(1, 2)) and not torch.equal(net(x), torch.zeros(1, 2))
+    assert isinstance(net, torch.nn.Linear) and list(net.state_dict()) == ["weight", "bias"]
