@@ -137,3 +137,13 @@ def test_a_full_disk_during_prepare_is_an_error_and_the_old_dataset_stays(prepar
         prepare(release, out=out, workers=1)
     assert sorted(p.name for p in out.iterdir()) == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_data_info_verifies_what_the_folder_holds(prepared, tmp_path, cli):
+    r = cli("data", "info", "--data", prepared)
+    assert r.exit_code == 0 and "verified: every image and mask matches it" in r.stdout
+    image_id = rewrite(prepared, tmp_path / "d", pixel=True, digest=False, info_fp=False)
+    r = cli("data", "info", "--data", tmp_path / "d")
+    assert r.exit_code == 2 and f"image pixels of {image_id} do not match" in r.stderr and "Traceback" not in r.stderr
+    r = cli("data", "info", "--data", tmp_path / "d", "--no-verify")
+    assert r.exit_code == 0 and "not verified" in r.stdout

@@ -73,11 +73,17 @@ def info_cmd(
         Path | None, typer.Option("--data", help="A prepared dataset [default: FXBENCH_HOME].")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object on stdout.")] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="Decode every image and check it against its digest.")
+    ] = True,
 ) -> None:
-    """Fingerprint, counts per split and class, and every exclusion with its reason."""
-    from ..data import resolve_data
+    """Fingerprint, counts per split and class, and every exclusion with its reason. The fingerprint is
+    recomputed from what the folder holds (every image decoded unless --no-verify), not read from it."""
+    from ..data import resolve_data, verify_dataset
 
     src = resolve_data(data)
+    if verify:
+        verify_dataset(src.path)  # DataError (exit 2) with the reason if anything was modified
     info = src.info
     doc = {
         "name": src.name,
@@ -89,6 +95,7 @@ def info_cmd(
         "splits": info["counts"],
         "excluded": info["excluded"],
         "flags": info.get("flags", {}),
+        "verified": verify,
     }
     if src.embedded:
         typer.echo(f"note: using {src.describe()}", err=True)
@@ -96,7 +103,8 @@ def info_cmd(
         typer.echo(json.dumps(doc, indent=2, sort_keys=True))
         return
     typer.echo(f"{src.name} at {src.path}")
-    typer.echo(f"fingerprint  {src.fingerprint}")
+    typer.echo(f"fingerprint  {src.fingerprint}"
+               + ("  (verified: every image and mask matches it)" if verify else "  (not verified: --no-verify)"))
     typer.echo(
         f"manifest     {src.manifest_status}; leaderboard-eligible: "
         f"{'yes' if src.leaderboard_eligible else 'no'}"

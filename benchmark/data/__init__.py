@@ -222,4 +222,24 @@ def verify_fingerprint(ds, src: DataSource) -> None:
         )
 
 
+def verify_dataset(path: str | Path | None = None, *, batch: int = 256) -> int:
+    """Decode every row of a prepared dataset and check its pixels against its digests, then the fingerprint
+    against the rows (what ``fxbench data info`` reports); memory bounded by ``batch``. Returns the rows."""
+    import numpy as np
+
+    from .geometry import decode_png
+
+    src = resolve_data(path)
+    with warnings.catch_warnings():  # the caller says which data it is
+        warnings.simplefilter("ignore", EmbeddedDataWarning)
+        ds = _open(src)
+    for start in range(0, len(ds), batch):
+        table = ds.select(range(start, min(start + batch, len(ds)))).to_pandas()
+        images = np.stack([decode_png(d["bytes"]) for d in table["image"]])
+        masks = np.stack([decode_png(d["bytes"]) for d in table["mask"]])
+        verify_rows(table, images, masks, src)
+    verify_fingerprint(ds, src)
+    return len(ds)
+
+
 __all__ = ["DataSource", "EmbeddedDataWarning", "balanced_subset", "load", "load_arrays", "resolve_data"]
