@@ -223,7 +223,7 @@ class Explain(_Frozen):
 
 class ModelSpec(_Frozen):
     id: str = Field(max_length=64)
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")  # as the result schema
     authors: tuple[str, ...] = Field(min_length=1)
     url: str | None = None
     license: str = Field(min_length=1)
