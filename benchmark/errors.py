@@ -25,3 +25,11 @@ class DeviceError(FxbenchError):
 
 class EvaluationBug(RuntimeError):
     """An internal check failed (e.g. an adversarial example that does not verify): a bug, fail loudly."""
+
+
+class ModelCallTimeout(SubmissionError):
+    """A call into trusted submission code ran past the model call time limit (FXBENCH_MODEL_CALL_TIMEOUT)."""
+
+
+class ModelFailed(SubmissionError):
+    """The submission's own code raised, recursed or called sys.exit while fxbench evaluated it."""

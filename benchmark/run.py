@@ -31,7 +31,7 @@ import torch
 from . import __version__
 from .battery import Battery, BatteryResult, EvalSet, Flag, RunContext, ShardOutput
 from .definition import PRESETS, load_definition
-from .errors import EvaluationBug, FxbenchError, SubmissionError
+from .errors import EvaluationBug, FxbenchError, ModelFailed
 from .io import atomic_write, atomic_write_bytes, replace_dir
 from .registry import Registry
 from .results.metrics import compute_metrics
@@ -173,7 +173,7 @@ def _run_locked(path, *, out: Path, data, preset: str, dev, limit, seed: int, tr
     try:
         sub = load_submission(path, trust_code=trust_code, device=str(dev))
     except SystemExit as e:  # trusted code that exits while it is imported or built
-        raise SubmissionError(f"{path}: the model code called sys.exit({e.code!r}) while loading") from None
+        raise ModelFailed(f"{path}: the model code called sys.exit({e.code!r}) while loading") from None
     model = sub.model
     with _model_errors(sub, "the output check"):
         check_model_outputs(model, device=dev)
@@ -312,13 +312,13 @@ def _model_errors(sub, where: str):
     except (FxbenchError, EvaluationBug, KeyboardInterrupt):
         raise
     except SystemExit as e:
-        raise SubmissionError(f"model {_model_name(sub)} called sys.exit({e.code!r}) during {where}") from None
+        raise ModelFailed(f"model {_model_name(sub)} called sys.exit({e.code!r}) during {where}") from None
     except (Exception, RecursionError) as e:  # noqa: BLE001 - classified below
         if sub is None or not _raised_by_model(e, sub):
             raise
         text = str(e)
         text = text if len(text) <= 300 else text[:300] + "..."
-        raise SubmissionError(f"model {_model_name(sub)} raised {type(e).__name__} during {where}: {text}") from None
+        raise ModelFailed(f"model {_model_name(sub)} raised {type(e).__name__} during {where}: {text}") from None
 
 
 def _model_name(sub) -> str:

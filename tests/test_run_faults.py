@@ -233,3 +233,14 @@ def test_the_call_guard_keeps_deep_copies_on_their_own_weights(tmp_path):
     x = torch.ones(1, 1)
     assert torch.equal(twin(x), torch.zeros(1, 2)) and not torch.equal(net(x), torch.zeros(1, 2))
     assert isinstance(net, torch.nn.Linear) and list(net.state_dict()) == ["weight", "bias"]
+
+
+@pytest.mark.parametrize("fault,message", [("hang", "did not return within 0.5 s"), ("exit", r"called sys.exit\(0\)")])
+def test_validate_does_not_hang_or_vanish_on_a_misbehaving_trusted_model(tmp_path, cli, monkeypatch, fault, message):
+    import re
+
+    monkeypatch.setenv("FXBENCH_MODEL_CALL_TIMEOUT", "0.5")
+    yaml_path = faulty_submission(tmp_path / "sub", fault)
+    (tmp_path / "sub" / "ARMED").write_text("")  # misbehaves from the first forward on
+    r = cli("validate", yaml_path, "--trust-code")
+    assert r.exit_code == 2 and re.search(message, r.stderr) and "Traceback" not in r.stderr, r

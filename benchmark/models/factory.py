@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import SubmissionError
+from ..errors import ModelCallTimeout, ModelFailed, SubmissionError
 from .checkpoint import confined_path
 from .spec import ModelSpec
 
@@ -23,10 +23,6 @@ from .spec import ModelSpec
 # full-preset batch on a CPU takes seconds); FXBENCH_MODEL_CALL_TIMEOUT (seconds, 0 = no limit) changes it.
 MODEL_CALL_TIMEOUT_ENV = "FXBENCH_MODEL_CALL_TIMEOUT"
 DEFAULT_MODEL_CALL_TIMEOUT_S = 600.0
-
-
-class ModelCallTimeout(SubmissionError):
-    """A call into the submitter's code ran past the model call time limit."""
 
 
 def model_call_timeout() -> float:
@@ -90,7 +86,7 @@ def _guarded_forward(self, *args, **kwargs):
         try:
             return super(type(self), self).forward(*args, **kwargs)
         except SystemExit as e:
-            raise SubmissionError(f"{what}: forward called sys.exit({e.code!r}); a model must return logits") from None
+            raise ModelFailed(f"{what}: forward called sys.exit({e.code!r}); a model must return logits") from None
 
 
 # timm arguments that would fetch or read weights outside the verified checkpoint.
@@ -163,7 +159,7 @@ def _from_entrypoint(spec: ModelSpec, folder: Path, trust_code: bool) -> nn.Modu
     except SubmissionError:
         raise
     except SystemExit as e:
-        raise SubmissionError(
+        raise ModelFailed(
             f"model.entrypoint: {arch.entrypoint} called sys.exit({e.code!r}) while building the model"
         ) from None
     except Exception as e:  # noqa: BLE001 - the submitter's code failed (RecursionError included)
