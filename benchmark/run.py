@@ -257,7 +257,11 @@ def _run_locked(path, *, out: Path, data, preset: str, dev, limit, seed: int, tr
         },
     }
     final = out / sub.spec.id
-    _write_result_dir(final, result, samples, results)
+    try:
+        _write_result_dir(final, result, samples, results)
+    except OSError as e:  # a full disk at the very end: the previous result and every shard are kept
+        raise FxbenchError(f"cannot write the result to {final} ({e.strerror or e}); finished shards are kept: "
+                           "free space and rerun the same command.") from None
     shutil.rmtree(work_dir, ignore_errors=True)
     for parent in (work_dir.parent, work_dir.parent.parent):  # leave no empty shard folders behind
         try:

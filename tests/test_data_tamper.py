@@ -147,3 +147,11 @@ def test_data_info_verifies_what_the_folder_holds(prepared, tmp_path, cli):
     assert r.exit_code == 2 and f"image pixels of {image_id} do not match" in r.stderr and "Traceback" not in r.stderr
     r = cli("data", "info", "--data", tmp_path / "d", "--no-verify")
     assert r.exit_code == 0 and "not verified" in r.stdout
+
+
+def test_a_deeply_nested_info_file_is_an_error(prepared, tmp_path):
+    d = tmp_path / "d"
+    shutil.copytree(prepared, d)
+    (d / "fxbench.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DataError, match="not a usable JSON file"):
+        resolve_data(d)

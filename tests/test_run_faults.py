@@ -244,3 +244,19 @@ def test_validate_does_not_hang_or_vanish_on_a_misbehaving_trusted_model(tmp_pat
     (tmp_path / "sub" / "ARMED").write_text("")  # misbehaves from the first forward on
     r = cli("validate", yaml_path, "--trust-code")
     assert r.exit_code == 2 and re.search(message, r.stderr) and "Traceback" not in r.stderr, r
+
+
+def test_a_full_disk_when_the_result_is_written_is_an_error_and_keeps_the_shards(tmp_path, monkeypatch):
+    yaml_path = make_submission(tmp_path / "sub")
+    original = run_module._write_result_dir
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(run_module, "_write_result_dir", full)
+    with pytest.raises(FxbenchError, match="No space left on device.*finished shards are kept"):
+        run_module.run_submission(yaml_path, out=tmp_path / "out", **OPTS)
+    assert list((tmp_path / "out" / ".fxbench-shards").rglob("*.json"))
+    monkeypatch.setattr(run_module, "_write_result_dir", original)
+    res = run_module.run_submission(yaml_path, out=tmp_path / "out", **OPTS)
+    assert res.shards_resumed > 0 and res.shards_run == 0

@@ -129,6 +129,8 @@ def _read_coco(path: Path) -> dict[str, tuple[tuple[int, int], list[list[float]]
         raise DataError(f"{path}: corrupt JSON at line {e.lineno}, column {e.colno}: {e.msg}.") from None
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason}).") from None
+    except (RecursionError, ValueError) as e:  # nested too deeply, or an integer too long to convert
+        raise DataError(f"{path}: not a usable JSON file ({type(e).__name__}).") from None
     if (
         not isinstance(data, dict)
         or not isinstance(data.get("images"), list)
