@@ -120,7 +120,13 @@ def test_metrics_of_a_method_reported_unsupported_may_be_absent(store):
         obj["metrics"] = {k: v for k, v in obj["metrics"].items() if not k.startswith("xai/gradcam/")}
         obj["components"]["explanations"]["unsupported"]["gradcam"] = "no convolutional layer"
     edit(store, drop_gradcam)
-    load_store(store)  # accepted: the battery said why
+    df = pd.read_parquet(store / "v1" / f"{SID}.parquet")
+    good = df.copy()
+    df.loc[:, [c for c in df.columns if c.startswith("xai/gradcam/")]] = float("nan")  # as an unsupported method
+    df.to_parquet(store / "v1" / f"{SID}.parquet", index=False)
+    load_store(store)  # accepted: the battery said why, and the samples agree
+    good.to_parquet(store / "v1" / f"{SID}.parquet", index=False)
+    refused(store, "is omitted as unsupported, but its column")  # a claim the per-sample file contradicts
     edit(store, lambda o: o["components"]["explanations"]["unsupported"].clear())
     refused(store, "xai/gradcam/", "is missing")
 

@@ -263,6 +263,11 @@ def check_against_catalogue(result: dict[str, Any], df: pd.DataFrame, spec: Vers
     """Every stored value, n and CI must be what the catalogue's definition and the version's bootstrap
     settings give on the per-sample table."""
     defs = check_metric_ids(result, spec, source=source)
+    catalogue = (spec.catalogue or {})[result["benchmark"]["preset"]]
+    for mid in sorted(set(catalogue) - set(defs)):  # omitted as unsupported: the samples must agree
+        col = catalogue[mid].column
+        if col in df.columns and np.isfinite(pd.to_numeric(df[col], errors="coerce").to_numpy(float)).any():
+            raise ResultError(f"{source}: metric {mid} is omitted as unsupported, but its column {col!r} holds values")
     boot = spec.bootstrap
     wrong = []
     for mid, d in sorted(defs.items()):
