@@ -119,7 +119,7 @@ def bootstrap_indices(labels: np.ndarray, n_resamples: int, seed: int) -> np.nda
     return _bootstrap_indices(labels.tobytes(), labels.dtype.str, n_resamples, seed)
 
 
-@lru_cache(maxsize=16)
+@lru_cache(maxsize=8)  # each entry is n_resamples x n int64 (6 MB for the eval split)
 def _bootstrap_indices(blob: bytes, dtype: str, n_resamples: int, seed: int) -> np.ndarray:
     labels = np.frombuffer(blob, dtype=dtype)
     rng = np.random.default_rng(seed)
