@@ -142,8 +142,11 @@ def check_writable(out: Path) -> None:
 @contextlib.contextmanager
 def run_lock(out: Path):
     """One run at a time per --out: a second one is refused (the lock goes with the process, even on kill -9)."""
-    import fcntl
-
+    try:
+        import fcntl
+    except ImportError:  # not POSIX (Windows): no lock, as before
+        yield
+        return
     path = out / LOCK_NAME
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
