@@ -288,3 +288,16 @@ def test_a_json_integer_too_long_to_convert_is_an_error(store):
     path = store / "v1" / f"{SID}.json"
     path.write_text(path.read_text().replace('"n": 801', '"n": ' + "9" * 5000, 1))
     refused(store, "not a usable JSON file")
+
+
+def test_add_stores_exactly_what_it_checked_and_leaves_no_staging(tmp_path):
+    run = tmp_path / "runs" / SID
+    run.mkdir(parents=True)
+    shutil.copy(COMMITTED / f"{SID}.json", run / "result.json")
+    shutil.copy(COMMITTED / f"{SID}.parquet", run / "samples.parquet")
+    shutil.copytree(COMMITTED / SID / "gallery", run / "gallery")
+    add_result(run, results_dir=tmp_path / "store")
+    folder = tmp_path / "store" / "v1"
+    assert sorted(p.name for p in folder.iterdir()) == [SID, f"{SID}.json", f"{SID}.parquet"]
+    assert (folder / f"{SID}.parquet").read_bytes() == (COMMITTED / f"{SID}.parquet").read_bytes()
+    load_store(tmp_path / "store")

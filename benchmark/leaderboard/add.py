@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from ..errors import ResultError
 from ..io import atomic_write_bytes, replace_dir
+from ..results.resultfile import MAX_RESULT_BYTES, RESULT_NAME, read_limited
 from . import store
 
 
@@ -23,30 +25,44 @@ class AddedResult:
 def add_result(run_dir: str | Path, *, results_dir: str | Path, replace: bool = False) -> AddedResult:
     """Copy RUN_DIR/result.json, samples.parquet and gallery/ to RESULTS/<version>/<id>.json, <id>.parquet and
     <id>/gallery/. Everything is checked before anything is written (schema, version, fingerprint, config
-    hash, eligibility, per-sample file, metric values)."""
+    hash, eligibility, catalogue, evaluation split, per-sample file, metric values, CIs, gallery); the files
+    are then copied to a staging folder beside the store, checked again there (what is stored is exactly
+    what was checked), and moved into place, the result file last."""
     run_dir = Path(run_dir)
     src = run_dir / "result.json" if run_dir.is_dir() and not run_dir.is_symlink() else run_dir
-    result = store.read_json(src)
-    version = result["benchmark"]["version"]
-    spec = store.version_spec(version)
-    store.check_belongs(result, spec, source=src)
-    samples = store.samples_path(src, result)
-    store.read_samples(samples, result, src, spec)
-    store.check_gallery(result, src.parent, source=src)
-    sid = result["submission"]["id"]
+    result = _check(src)
+    sid, version = result["submission"]["id"], result["benchmark"]["version"]
     folder = Path(results_dir) / version
     target = folder / f"{sid}.json"
     existed = target.exists()
     if existed and not replace:
         raise ResultError(f"{target}: a result for {sid!r} is already in the store; pass --replace to overwrite it")
-    gallery = src.parent / "gallery"
     folder.mkdir(parents=True, exist_ok=True)
-    if gallery.is_dir():
-        tmp = Path(tempfile.mkdtemp(prefix=f".{sid}.tmp-", dir=folder))
-        shutil.copytree(gallery, tmp / "gallery")
-        replace_dir(tmp, folder / sid)
-    elif (folder / sid).exists():
-        shutil.rmtree(folder / sid)
-    atomic_write_bytes(folder / f"{sid}.parquet", samples.read_bytes())
-    atomic_write_bytes(target, src.read_bytes())  # last: the result file is what marks the entry complete
+    stage = Path(tempfile.mkdtemp(prefix=f".{sid}.add-", dir=folder))
+    try:
+        atomic_write_bytes(stage / RESULT_NAME, read_limited(src, MAX_RESULT_BYTES, what="result file"))
+        samples = store.samples_path(src, result)
+        atomic_write_bytes(stage / samples.name, read_limited(samples, store.MAX_SAMPLES_BYTES, what="per-sample file"))
+        if (src.parent / "gallery").is_dir():
+            shutil.copytree(src.parent / "gallery", stage / "entry" / "gallery", symlinks=True)
+        staged = _check(stage / RESULT_NAME, gallery_parent=stage / "entry")
+        if staged != result:
+            raise ResultError(f"{src}: changed while it was being added; nothing was stored")
+        if (stage / "entry").is_dir():
+            replace_dir(stage / "entry", folder / sid)
+        elif (folder / sid).exists():
+            shutil.rmtree(folder / sid)
+        os.replace(stage / samples.name, folder / f"{sid}.parquet")
+        os.replace(stage / RESULT_NAME, target)  # last: the result file is what marks the entry complete
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     return AddedResult(submission_id=sid, version=version, json_path=target, replaced=existed)
+
+
+def _check(json_path: Path, *, gallery_parent: Path | None = None) -> dict:
+    result = store.read_json(json_path)
+    spec = store.version_spec(result["benchmark"]["version"])
+    store.check_belongs(result, spec, source=json_path)
+    store.read_samples(store.samples_path(json_path, result), result, json_path, spec)
+    store.check_gallery(result, gallery_parent or json_path.parent, source=json_path)
+    return result
