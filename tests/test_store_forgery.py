@@ -152,6 +152,14 @@ def test_the_subset_is_refused_even_when_n_is_left_alone(store):
     refused(store, "not v1's evaluation split", "'IMG9999999'")
 
 
+def test_non_numeric_labels_are_refused_not_a_traceback(store):
+    df = pd.read_parquet(store / "v1" / f"{SID}.parquet")
+    df["label"] = df["label"].astype(str)
+    df.loc[0, "label"] = "fracture"
+    df.to_parquet(store / "v1" / f"{SID}.parquet", index=False)
+    refused(store, "1 label(s) differ from the manifest")
+
+
 def test_flipped_labels_are_refused(store):
     df = pd.read_parquet(store / "v1" / f"{SID}.parquet")
     df.loc[df.index[:3], "label"] = 1 - df.loc[df.index[:3], "label"]

@@ -196,8 +196,8 @@ def check_eval_split(df: pd.DataFrame, spec: VersionSpec, *, source: str) -> Non
             parts.append(f"{len(extra)} image(s) not in the evaluation split (e.g. {extra[0]!r})")
         raise ResultError(f"{source}: image ids are not {spec.version}'s evaluation split of {len(want)} images "
                           f"from the committed manifest: {'; '.join(parts)}")
-    labels = df[LABEL].to_numpy()
-    wrong = [i for i, y in zip(have, labels, strict=True) if int(y) != want[i][1]]
+    labels = pd.to_numeric(df[LABEL], errors="coerce").to_numpy(float)  # a forged "x" or NaN is simply wrong
+    wrong = [i for i, y in zip(have, labels, strict=True) if not y == want[i][1]]
     if wrong:
         raise ResultError(f"{source}: {len(wrong)} label(s) differ from the manifest (e.g. {wrong[0]})")
     if "split" in df.columns:
