@@ -309,3 +309,38 @@ def test_add_stores_exactly_what_it_checked_and_leaves_no_staging(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == [SID, f"{SID}.json", f"{SID}.parquet"]
     assert (folder / f"{SID}.parquet").read_bytes() == (COMMITTED / f"{SID}.parquet").read_bytes()
     load_store(tmp_path / "store")
+
+
+def _paths(obj, prefix=()):
+    yield prefix
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _paths(v, (*prefix, k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj[:3]):
+            yield from _paths(v, (*prefix, i))
+
+
+@pytest.mark.slow  # an edit the checks accept costs a full recomputation of every CI (~1 s)
+def test_random_edits_are_accepted_or_refused_never_a_traceback(store):
+    """40 seeded random edits of the genuine result (a value replaced by another type or a hostile string):
+    each is either harmless or a ResultError; nothing else escapes."""
+    import random
+
+    original = json.loads((store / "v1" / f"{SID}.json").read_text())
+    paths = [p for p in _paths(original) if p and p[0] != "metrics"] + [
+        ("metrics", "clean/accuracy", k) for k in ("value", "n", "definition", "higher_is_better")]
+    values = [None, "", "x\n", -1, 10**30, 1e308, [], {}, {"a": [1]}, True, "../../etc/passwd", "<script>"]
+    rng = random.Random(12)
+    for _ in range(40):
+        path, value = rng.choice(paths), rng.choice(values)
+        obj = json.loads(json.dumps(original))
+        node = obj
+        for k in path[:-1]:
+            node = node[k]
+        node[path[-1]] = value
+        (store / "v1" / f"{SID}.json").write_text(json.dumps(obj))
+        try:
+            load_store(store)
+        except ResultError:
+            pass
