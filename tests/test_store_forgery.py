@@ -344,3 +344,9 @@ def test_random_edits_are_accepted_or_refused_never_a_traceback(store):
             load_store(store)
         except ResultError:
             pass
+
+
+@pytest.mark.parametrize("url", ["javascript:alert(1)", 'https://x.org/"onmouseover="alert(1)'])
+def test_a_submission_url_that_is_not_a_plain_web_address_is_refused(store, url):
+    edit(store, lambda o: o["submission"].update(url=url))
+    refused(store, "submission/url")

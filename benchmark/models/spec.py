@@ -246,6 +246,13 @@ class ModelSpec(_Frozen):
             )
         return v
 
+    @field_validator("url")
+    @classmethod
+    def _page(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"https?://[^\s<>\"'`]+", v):
+            raise ValueError(f"must be an http:// or https:// address without spaces or quotes, got {v[:200]!r}")
+        return v
+
     @field_validator("authors", mode="before")
     @classmethod
     def _authors(cls, v: Any) -> Any:
