@@ -33,7 +33,7 @@ mkdir -p "$BUILD" "$PAYLOAD/whl" "$PAYLOAD/src"
 # 1. Wheels: what fxbench imports and the device image lacks (docs/baselines.md lists why each), at the
 #    versions of this environment. pyautoattack's wheel is 42 MB (example models): its sources travel instead.
 WHEELS="pydantic pydantic-core annotated-types typing-inspection datasets dill multiprocess jsonschema
-jsonschema-specifications referencing rpds-py platformdirs captum quantus cachetools"
+jsonschema-specifications referencing rpds-py platformdirs captum quantus cachetools typing-extensions"
 SPECS=$(python3 - $WHEELS <<'PY'
 import sys
 from importlib.metadata import version
@@ -44,7 +44,7 @@ if [ ! -f "$PAYLOAD/whl/.specs" ] || [ "$(cat "$PAYLOAD/whl/.specs")" != "$SPECS
   rm -f "$PAYLOAD"/whl/*.whl
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    -d "$PAYLOAD/whl" $SPECS
+    -d "$PAYLOAD/whl" $SPECS 2> "$BUILD/pip.log" || { cat "$BUILD/pip.log" >&2; exit 1; }
   echo "$SPECS" > "$PAYLOAD/whl/.specs"
 fi
 python3 - "$PAYLOAD/src" <<'PY'
@@ -106,12 +106,13 @@ BUDGET=$(( LIMIT_MIB * 1048576 - TREE - 1048576 ))
 [ $BUDGET -gt 1048576 ] || { echo "gpu_pack.sh: the tree alone is $((TREE / 1048576)) MiB: nothing else fits in one call" >&2; exit 2; }
 rm -rf .gpu/call-* "$BUILD/parts"
 mkdir -p "$BUILD/parts"
-tar -C "$PAYLOAD" -cf - . | split -b "$BUDGET" -d -a 2 - "$BUILD/parts/payload.tar.part-"
+# xz: the WebP images do not shrink, the dataset's hash columns and metadata do (2 MiB on FracAtlas).
+tar -C "$PAYLOAD" -cf - . | xz -T0 -6 | split -b "$BUDGET" -d -a 2 - "$BUILD/parts/payload.tar.xz.part-"
 python3 - "$BUILD/parts" "$TREE" "$BUDGET" <<'PY'
 import hashlib, json, shutil, sys
 from pathlib import Path
 parts_dir, tree, budget = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-parts = sorted(parts_dir.glob("payload.tar.part-*"))
+parts = sorted(parts_dir.glob("payload.tar.xz.part-*"))
 entries = [{"name": p.name, "bytes": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for p in parts]
 pid = hashlib.sha256("".join(e["sha256"] for e in entries).encode()).hexdigest()[:12]
 man = {"id": pid, "parts": entries}

@@ -6,7 +6,7 @@ and its pixel sha256 compared with the dataset's own `image_pixels_sha256` colum
 written, so the copy keeps the original's fingerprint honestly (fxbench.json is copied unchanged).
 
 Usage: python3 scripts/gpu_pack_data.py PREPARED_DIR OUT_DIR [--workers N] [--limit-per-split N]
-(--limit-per-split keeps the first N images of each split: a small dataset for CPU tests; its fxbench.json
+(--limit-per-split keeps the first N images of each split and label: a small dataset for CPU tests; its fxbench.json
 then names a different fingerprint and it is never leaderboard-eligible).
 """
 
@@ -45,12 +45,14 @@ def convert(src: Path, out: Path, *, workers: int = 2, limit_per_split: int | No
     info = json.loads((src / "fxbench.json").read_text())
     if limit_per_split:
         keep, seen = [], {}
-        for i, s in enumerate(ds["split"]):
-            seen[s] = seen.get(s, 0) + 1
-            if seen[s] <= limit_per_split:
+        for i, key in enumerate(zip(ds["split"], ds["label"])):
+            seen[key] = seen.get(key, 0) + 1
+            if seen[key] <= limit_per_split:
                 keep.append(i)
         ds = ds.select(keep)
-        info = dict(info, fingerprint="small-" + info["fingerprint"][:58], note="CPU test subset")
+        ids = ",".join(sorted(ds["image_id"]))
+        small = hashlib.sha256(f"cpu-test-subset/{info['fingerprint']}/{ids}".encode()).hexdigest()
+        info = dict(info, fingerprint=small, note="CPU test subset (not the benchmark's dataset)")
     table = ds.to_pandas()
     pngs = [d["bytes"] for d in table["image"]]
     mask_pngs = [d["bytes"] for d in table["mask"]]

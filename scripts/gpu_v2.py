@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -176,6 +177,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     if done:
         print(f"already finished (not redone): {', '.join(sorted(done))}", flush=True)
     failed: set[str] = set()
+    attempts: dict[str, int] = {}
     running: dict[str, tuple[Job, subprocess.Popen, float, object]] = {}
     threads = max(1, (os.cpu_count() or 2) // max(1, a.jobs))
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
@@ -191,7 +193,15 @@ def cmd_run(a: argparse.Namespace) -> int:
             del running[name]
             ok = rc == 0 and finished(job, work, repo)
             status = "ok" if ok else ("timeout" if rc in (124, -15, -9) else f"failed({rc})")
-            (done if ok else failed).add(name)
+            # exit 2 is fxbench's clear refusal (bad input): the same again would fail the same way
+            retry = not ok and status.startswith("failed") and rc != 2 and attempts.get(name, 0) < 2
+            if ok:
+                done.add(name)
+            elif retry:  # once more, after the queue (e.g. out of GPU memory with K jobs side by side)
+                jobs = [j for j in jobs if j.name != name] + [job]
+                status += ", retried later"
+            else:
+                failed.add(name)
             _record(work, job, now - started, status, started - t0)
             print(f"[{now - t0:6.1f} s] {status:>10}  {name} ({now - started:.1f} s)", flush=True)
             if not ok:
@@ -219,6 +229,7 @@ def cmd_run(a: argparse.Namespace) -> int:
             log.flush()
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(repo))
             running[job.name] = (job, proc, time.monotonic(), log)
+            attempts[job.name] = attempts.get(job.name, 0) + 1
             print(f"[{time.monotonic() - t0:6.1f} s] start       {job.name} ({limit:.0f} s allowed)", flush=True)
         if not running and not any(
             all(d in done for d in j.deps) and left >= MIN_LEFT[j.kind] + a.reserve for j in waiting
@@ -237,7 +248,8 @@ def cmd_run(a: argparse.Namespace) -> int:
             proc.kill()
         log.close()
         _record(work, job, time.monotonic() - started, "stopped-at-deadline", started - t0)
-        print(f"stopped at the deadline: {name} (finished shards are kept)", flush=True)
+        where = "shipped in state-*.tar" if job.kind == "full" else "kept on this machine"
+        print(f"stopped at the deadline: {name} (its finished shards are {where})", flush=True)
     skipped = [j.name for j in jobs if j.name not in done | failed | set(running)]
     for name in skipped:
         print(f"not run (no time left or a dependency failed): {name}", flush=True)
@@ -369,6 +381,28 @@ def restore(folder: Path, work: Path) -> int:
 
 
 # --- assemble -------------------------------------------------------------------------------------------------
+class _Concat(io.RawIOBase):
+    """The payload parts read back to back as one stream."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths, self.f = list(paths), None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        while True:
+            if self.f is None:
+                if not self.paths:
+                    return 0
+                self.f = open(self.paths.pop(0), "rb")
+            n = self.f.readinto(buf)
+            if n:
+                return n
+            self.f.close()
+            self.f = None
+
+
 def cmd_assemble(a: argparse.Namespace) -> int:
     """Copy carried parts into the stash; once every part named by the manifest is there (sha256 checked),
     unpack the payload into STASH/payload. Exit 0 when the payload is ready, 3 when parts are missing."""
@@ -406,16 +440,9 @@ def cmd_assemble(a: argparse.Namespace) -> int:
     payload = stash / "payload"
     shutil.rmtree(payload, ignore_errors=True)
     payload.mkdir(parents=True)
-    r, w = os.pipe()
-    tar = subprocess.Popen(["tar", "-x", "-C", str(payload)], stdin=r)
-    os.close(r)
-    with os.fdopen(w, "wb") as sink:
-        for p in man["parts"]:
-            with open(parts_dir / p["name"], "rb") as f:
-                shutil.copyfileobj(f, sink, MIB)
-    if tar.wait() != 0:
-        print("assemble: tar failed on the payload")
-        return 3
+    stream = _Concat([parts_dir / p["name"] for p in man["parts"]])
+    with tarfile.open(fileobj=stream, mode="r|xz") as tar:  # the parts are one xz-compressed tar, split
+        tar.extractall(payload, filter="data")
     ready.write_text(json.dumps(man))
     print(f"assemble: payload {man['id']} unpacked ({sum(p['bytes'] for p in man['parts']) / MIB:.1f} MiB)")
     return 0

@@ -17,12 +17,13 @@
 # Options: --device cuda|cpu  --small (tiny models, 4 images: CPU tests)  --data DIR (prepared dataset; default:
 # the payload's)  --stash DIR  --deadline S (default 540: seconds for the whole script)  --jobs K
 # --only NAMES (comma-separated job names or ids)  --pack-only (ship what the last call could not)
+# --resume DIR (state-*.tar of earlier windows; default: the payload's resume/, made by gpu_pack.sh --prev)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 START=$(date +%s)
 DEVICE=cuda SMALL=() DATA="" STASH=${FXB_STASH:-/var/tmp/fxbench-gpu} DEADLINE=${FXB_DEADLINE_S:-540}
-JOBS=${FXB_JOBS:-6} ONLY=() PACK_ONLY=0
+JOBS=${FXB_JOBS:-6} ONLY=() PACK_ONLY=0 RESUME_DIR=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --device) DEVICE=$2; shift 2 ;;
@@ -33,6 +34,7 @@ while [ $# -gt 0 ]; do
     --jobs) JOBS=$2; shift 2 ;;
     --only) ONLY=(--only "$2"); shift 2 ;;
     --pack-only) PACK_ONLY=1; shift ;;
+    --resume) RESUME_DIR=$2; shift 2 ;;
     *) echo "gpu_v2.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -77,7 +79,8 @@ if [ $PACK_ONLY = 1 ]; then
   python3 scripts/gpu_v2.py pack --work "$WORK" --out "$OUT"; ls -la "$OUT"; exit 0
 fi
 RESUME=()
-[ -d "$PAYLOAD/resume" ] && [ ! -f "$WORK/.resumed" ] && RESUME=(--resume "$PAYLOAD/resume") && touch "$WORK/.resumed"
+[ -z "$RESUME_DIR" ] && [ -d "$PAYLOAD/resume" ] && RESUME_DIR=$PAYLOAD/resume
+[ -n "$RESUME_DIR" ] && [ ! -f "$WORK/.resumed" ] && RESUME=(--resume "$RESUME_DIR") && touch "$WORK/.resumed"
 
 # 4. The plan, under the deadline (seconds left for the whole script, minus what setup took).
 LEFT=$(( DEADLINE - ($(date +%s) - START) ))
