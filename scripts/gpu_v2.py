@@ -98,6 +98,7 @@ SMALL_OVERRIDES = {
     "batch_size": 4,
     "eval_batch_size": 16,
     "early_stopping": {"patience": 1},
+    "holdout": {"fraction": 0.34},  # at least one image of each class in a tiny training split
 }
 SMALL_LIMIT = 4
 
@@ -200,7 +201,7 @@ def cmd_run(a: argparse.Namespace) -> int:
             elif retry:  # once more, after the queue (e.g. out of GPU memory with K jobs side by side)
                 jobs = [j for j in jobs if j.name != name] + [job]
                 status += ", retried later"
-            else:
+            else:  # failed, or stopped by its time limit (the deadline): not started again in this call
                 failed.add(name)
             _record(work, job, now - started, status, started - t0)
             print(f"[{now - t0:6.1f} s] {status:>10}  {name} ({now - started:.1f} s)", flush=True)
@@ -239,7 +240,7 @@ def cmd_run(a: argparse.Namespace) -> int:
             pack(work, out, budget_mib=a.budget_mib)
             last_pack = time.monotonic()
         time.sleep(a.poll)
-    for name, (job, proc, started, log) in running.items():  # past the deadline: stop, keep their shards
+    for _, proc, _, _ in running.values():  # past the deadline: stop, keep their shards
         proc.terminate()
     for name, (job, proc, started, log) in running.items():
         try:
@@ -255,7 +256,8 @@ def cmd_run(a: argparse.Namespace) -> int:
         print(f"not run (no time left or a dependency failed): {name}", flush=True)
     pack(work, out, budget_mib=a.budget_mib)
     summary(work, repo)
-    print(f"run: {len(done)} finished, {len(failed)} failed, {len(skipped)} not run, {time.monotonic() - t0:.0f} s")
+    print(f"run: {len(done)} finished, {len(failed)} failed or stopped by the deadline, {len(running)} stopped at "
+          f"the deadline, {len(skipped)} not run, {time.monotonic() - t0:.0f} s")
     return 0
 
 
