@@ -76,27 +76,7 @@ fi
 rm -rf "$PAYLOAD/resume"
 if [ -n "$PREV" ] && compgen -G "$PREV/*.tar" >/dev/null; then
   mkdir -p "$PAYLOAD/resume"
-  python3 - "$PREV" "$PAYLOAD/resume/resume.tar" "$ROOT" <<'PY'
-import sys, tarfile
-from pathlib import Path
-prev, out, root = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
-seen = {}
-for t in sorted(prev.glob("*.tar")):
-    with tarfile.open(t) as tar:
-        for m in tar.getmembers():
-            p = Path(m.name)
-            if not m.isfile() or p.is_absolute() or ".." in p.parts:
-                continue
-            keep = (p.parts[0] == "results" and (p.name == "result.json" or ".fxbench-shards" in p.parts)) or (
-                p.parts[0] == "submissions" and not (root / "submissions" / p.parts[1]).exists())
-            if keep:
-                seen[m.name] = (t, m)
-with tarfile.open(out, "w") as dst:
-    for name, (t, m) in sorted(seen.items()):
-        with tarfile.open(t) as src:
-            dst.addfile(m, src.extractfile(m.name))
-print(f"resume: {len(seen)} file(s) from {prev}")
-PY
+  python3 scripts/gpu_v2.py slim-resume "$PREV" "$PAYLOAD/resume/resume.tar" --repo "$ROOT"
 fi
 
 # 4. Split the payload over calls: each carries one part beside the tree (tracked + untracked files).

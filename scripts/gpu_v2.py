@@ -7,6 +7,7 @@ Subcommands (python3 scripts/gpu_v2.py CMD --help):
   run       the job plan in order of value, K jobs at a time on one device, packing after every finished job
   pack      pack the work folder into $OUT (what is not yet shipped, most valuable first)
   plan      print the job plan (names, order, dependencies) without running anything
+  slim-resume  earlier windows' state tars -> what the next payload must carry to resume
 
 Only the CLI (`fxbench run`) and fxbench.training are used, so it runs whatever benchmark code is in the tree.
 Every finished job is recorded in WORK/timings.tsv; a result folder with result.json is a finished job and
@@ -382,6 +383,31 @@ def restore(folder: Path, work: Path) -> int:
     return n
 
 
+def slim_resume(prev: Path, out: Path, repo: Path) -> int:
+    """From earlier windows' state tars, the resume tar the next payload carries: result.json of finished
+    results (markers: not redone; the lead has the full results), shards of interrupted full runs, and trained
+    submissions that are not in the tree. The newest copy of a file wins (tars in name order)."""
+    seen: dict[str, tuple[Path, tarfile.TarInfo]] = {}
+    for t in sorted(prev.glob("*.tar")):
+        with tarfile.open(t) as tar:
+            for m in tar.getmembers():
+                p = Path(m.name)
+                if not m.isfile() or p.is_absolute() or ".." in p.parts or len(p.parts) < 2:
+                    continue
+                if p.parts[0] == "results":
+                    keep = p.name == "result.json" or ".fxbench-shards" in p.parts
+                else:
+                    keep = p.parts[0] == "submissions" and not (repo / "submissions" / p.parts[1]).exists()
+                if keep:
+                    seen[m.name] = (t, m)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(out, "w") as dst:
+        for _, (t, m) in sorted(seen.items()):
+            with tarfile.open(t) as src:
+                dst.addfile(m, src.extractfile(m.name))
+    return len(seen)
+
+
 # --- assemble -------------------------------------------------------------------------------------------------
 class _Concat(io.RawIOBase):
     """The payload parts read back to back as one stream."""
@@ -520,6 +546,10 @@ def main() -> int:
     s = sub.add_parser("assemble")
     s.add_argument("--stash", required=True)
     s.add_argument("--repo", default=str(REPO))
+    rs = sub.add_parser("slim-resume")
+    rs.add_argument("prev")
+    rs.add_argument("out")
+    rs.add_argument("--repo", default=str(REPO))
     pl = sub.add_parser("plan")
     pl.add_argument("--work", default="WORK")
     a = ap.parse_args()
@@ -535,6 +565,10 @@ def main() -> int:
         return 0
     if a.cmd == "assemble":
         return cmd_assemble(a)
+    if a.cmd == "slim-resume":
+        n = slim_resume(Path(a.prev), Path(a.out), Path(a.repo))
+        print(f"resume: {n} file(s) from {a.prev} in {a.out}")
+        return 0
     for j in plan(REPO, Path(a.work)):
         print(f"{j.name:40s} {j.kind:6s} after {', '.join(j.deps) or '-'}")
     return 0

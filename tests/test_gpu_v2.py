@@ -237,3 +237,32 @@ def test_small_mode_end_to_end_then_resume_from_its_own_output(tmp_path):
     assert set(_members(tmp_path / "out2")) <= {"timings.tsv", "summary.txt"} | {
         n for n in got if n.startswith("logs/")
     }
+
+
+def test_slim_resume_carries_markers_shards_and_untracked_baselines_only(tmp_path):
+    w, out = _work(tmp_path), tmp_path / "out"
+    gpu_v2.pack(w, out, budget_mib=60, part_mib=15, max_tars=7)
+    repo = tmp_path / "repo"
+    (repo / "submissions" / "pgd-v2").mkdir(parents=True)  # committed meanwhile: travels with the tree
+    resume = tmp_path / "payload" / "resume" / "resume.tar"
+    gpu_v2.slim_resume(out, resume, repo)
+    with tarfile.open(resume) as tar:
+        names = set(tar.getnames())
+    shard = "results/full/.fxbench-shards/erm-v2/k/robustness/chunk-000"
+    assert names == {
+        "results/quick/ref/result.json",
+        "results/quick/erm/result.json",
+        "results/quick/pgd/result.json",
+        "results/full/ref/result.json",
+        "submissions/erm-v2/model.yaml",
+        "submissions/erm-v2/weights.safetensors",
+        f"{shard}.parquet",
+        f"{shard}.json",
+    }
+    assert resume.stat().st_size < 15 * MIB  # no samples.parquet, no committed weights
+    # A fresh machine restores it: finished results count as done and are not shipped back.
+    fresh = tmp_path / "fresh"
+    gpu_v2.restore(resume.parent, fresh)
+    assert (fresh / "results" / "quick" / "erm" / "result.json").is_file()
+    gpu_v2.pack(fresh, tmp_path / "out2", budget_mib=60)
+    assert not list((tmp_path / "out2").glob("state-*.tar"))
