@@ -180,6 +180,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         print(f"already finished (not redone): {', '.join(sorted(done))}", flush=True)
     failed: set[str] = set()
     attempts: dict[str, int] = {}
+    stopped: set[str] = set()  # ended by their time limit (the deadline); finished shards are kept
     running: dict[str, tuple[Job, subprocess.Popen, float, object]] = {}
     threads = max(1, (os.cpu_count() or 2) // max(1, a.jobs))
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
@@ -204,6 +205,8 @@ def cmd_run(a: argparse.Namespace) -> int:
                 status += ", retried later"
             else:  # failed, or stopped by its time limit (the deadline): not started again in this call
                 failed.add(name)
+                if status == "timeout":
+                    stopped.add(name)
             _record(work, job, now - started, status, started - t0)
             print(f"[{now - t0:6.1f} s] {status:>10}  {name} ({now - started:.1f} s)", flush=True)
             if not ok:
@@ -257,7 +260,7 @@ def cmd_run(a: argparse.Namespace) -> int:
         print(f"not run (no time left or a dependency failed): {name}", flush=True)
     pack(work, out, budget_mib=a.budget_mib)
     summary(work, repo)
-    print(f"run: {len(done)} finished, {len(failed)} failed or stopped by the deadline, {len(running)} stopped at "
+    print(f"run: {len(done)} finished, {len(failed - stopped)} failed, {len(stopped) + len(running)} stopped at "
           f"the deadline, {len(skipped)} not run, {time.monotonic() - t0:.0f} s")
     return 0
 
