@@ -107,7 +107,7 @@ def test_unknown_key_and_bad_values_name_file_and_field(tmp_path):
         load_config(path)
     with pytest.raises(TrainingConfigError, match="--recipe tpu"):
         load_config("erm", recipe="tpu")
-    with pytest.raises(TrainingConfigError, match="shipped configs: erm, fgsm-rs, pgd-at, trades"):
+    with pytest.raises(TrainingConfigError, match="shipped configs: effb0-erm-v2, effb0-pgd-at-v2, erm, erm-v2, fgsm-rs, pgd-at, pgd-at-v2, trades, trades-v2"):
         load_config("nope")
 
 
@@ -349,6 +349,7 @@ def test_erm_end_to_end_gives_a_valid_fp16_submission(tmp_path, fake_data):
     assert folder == tmp_path / "subs" / "fxb-resnet10t-erm"
     assert sorted(p.name for p in folder.iterdir()) == [
         "README.md",
+        "learning_curves.png",
         "model.yaml",
         "training_log.json",
         "weights.safetensors",
@@ -454,3 +455,113 @@ def test_trades_with_bf16_autocast_and_channels_last_trains(tmp_path, fake_data)
     assert np.isfinite(rec.train_loss) and rec.holdout.pgd_balanced_accuracy is not None
     with safe_open(str(result.path / "weights.safetensors"), framework="pt") as f:
         assert all(f.get_tensor(k).is_contiguous() for k in f.keys())
+
+
+# --- v2: trained to convergence --------------------------------------------------------------------------
+
+V2 = ["erm-v2", "pgd-at-v2", "trades-v2", "effb0-erm-v2", "effb0-pgd-at-v2"]
+
+
+@pytest.mark.parametrize("recipe", ["gpu", "cpu"])
+def test_v2_configs_share_everything_but_objective_and_architecture(recipe):
+    configs = {n: load_config(n, recipe=recipe) for n in V2}
+    shared = [
+        "seed",
+        "normalize",
+        "holdout",
+        "imbalance",
+        "augment",
+        "optimizer",
+        "schedule",
+        "epochs",
+        "batch_size",
+        "amp",
+        "channels_last",
+        "early_stopping",
+        "time_guard_s",
+    ]
+    for key in shared:
+        assert len({json.dumps(c.model_dump(mode="json")[key], sort_keys=True) for c in configs.values()}) == 1, key
+    for c in configs.values():
+        assert c.early_stopping is not None and c.time_limit_s is None  # trained to convergence, not to a budget
+        assert c.model.kwargs == {"num_classes": 2, "in_chans": 1}
+        assert c.id.endswith("-v2") and c.holdout == load_config("erm", recipe=recipe).holdout
+    # Same objective on both architectures: the pairs differ only in the architecture.
+    for r10t, eff in (("erm-v2", "effb0-erm-v2"), ("pgd-at-v2", "effb0-pgd-at-v2")):
+        a, b = configs[r10t].model_dump(mode="json"), configs[eff].model_dump(mode="json")
+        diff = {k for k in a if a[k] != b[k]} - {"id", "name", "description"}
+        assert diff == {"model"}, diff
+    adv = {n: (c.adversarial.method, c.eps_text()) for n, c in configs.items()}
+    assert adv == {
+        "erm-v2": ("none", None),
+        "pgd-at-v2": ("pgd", "4/255"),
+        "trades-v2": ("trades", "4/255"),
+        "effb0-erm-v2": ("none", None),
+        "effb0-pgd-at-v2": ("pgd", "4/255"),
+    }
+    assert len({c.id for c in configs.values()}) == 5
+    assert not {c.id for c in configs.values()} & {load_config(n).id for n in SHIPPED}  # v1 ids untouched
+
+
+def test_v2_architectures_fit_the_12_mb_limit_as_fp16():
+    import timm
+
+    for name in V2:
+        c = load_config(name)
+        net = timm.create_model(c.model.timm, pretrained=False, **c.model.kwargs)
+        n = sum(t.numel() for t in net.state_dict().values() if t.is_floating_point())
+        assert 2 * n < 12e6, (name, 2 * n)
+
+
+def test_early_stopping_stops_after_patience_and_keeps_the_best(tmp_path, fake_data, monkeypatch):
+    import fxbench.training.loop as loop
+
+    # Known holdout scores per epoch: best at epoch 2, then two epochs without a gain -> stop after epoch 4.
+    scores = iter([0.6, 0.7, 0.65, 0.7, 0.9, 0.9])
+    real = loop.evaluate_holdout
+
+    def scripted(*args, **kwargs):
+        h = real(*args, **kwargs)
+        if kwargs.get("amp", True) is False:  # the final re-score of the saved weights
+            return h
+        return loop.HoldoutScores(next(scores), h.sensitivity, h.specificity, h.auroc, None)
+
+    monkeypatch.setattr(loop, "evaluate_holdout", scripted)
+    cfg = _write_config(tmp_path, {**TINY, "cpu": {**TINY["cpu"], "epochs": 6}, "early_stopping": {"patience": 2}})
+    result = train_baseline(cfg, data=_train_file(tmp_path, fake_data), out=tmp_path / "subs", device="cpu")
+    o = result.outcome
+    assert [r.score for r in o.history] == [0.6, 0.7, 0.65, 0.7]  # a tie (0.7) is not a gain
+    assert o.best_epoch == 2 and o.planned_epochs == 6
+    assert o.stop_reason.startswith("early stopping after epoch 4 of 6") and "last at epoch 2" in o.stop_reason
+    card = (result.path / "README.md").read_text()
+    assert "early stopping after epoch 4 of 6" in card and "## Learning curves" in card
+    rows = [line for line in card.splitlines() if line.startswith("| ") and not line.startswith("| epoch")]
+    assert len(rows) == 4 and rows[1].startswith("| **2**")  # the selected epoch in bold
+    assert "![learning curves](learning_curves.png)" in card
+    assert (result.path / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    log = json.loads((result.path / "training_log.json").read_text())
+    assert [e["train_loss"] for e in log["epochs"]] == [r.train_loss for r in o.history]
+
+
+def test_time_guard_stops_without_shortening_the_schedule(tmp_path, fake_data):
+    cfg = _write_config(tmp_path, {**TINY, "cpu": {**TINY["cpu"], "epochs": 5, "time_guard_s": 0.001}})
+    result = train_baseline(cfg, data=_train_file(tmp_path, fake_data), out=tmp_path / "subs", device="cpu")
+    o = result.outcome
+    assert len(o.history) == 1 and o.planned_epochs == 5 and not o.notes  # schedule untouched
+    assert "time guard" in o.stop_reason and "not converged" in o.stop_reason
+    # The learning rate followed the 5-epoch schedule: after 1 warm-up epoch it is still at the peak.
+    assert o.history[0].lr == pytest.approx(load_config(cfg, recipe="cpu").optimizer.lr)
+
+
+def test_adversarial_learning_curves_record_holdout_robust_accuracy(tmp_path, fake_data):
+    raw = yaml.safe_load(_shipped("pgd-at-v2").read_text())
+    cpu = {**TINY["cpu"], "epochs": 1, "adversarial": {"steps": 1}, "selection": {"attack": {"steps": 1}}}
+    path = tmp_path / "pgd.yaml"
+    path.write_text(yaml.safe_dump(_deep(raw, {**TINY, "cpu": cpu})))
+    result = train_baseline(path, data=_train_file(tmp_path, fake_data), out=tmp_path / "subs", device="cpu")
+    h = result.outcome.history[0].holdout
+    assert h.pgd_accuracy is not None and 0 <= h.pgd_accuracy <= 1
+    # Robust accuracy is the plain mean of correct answers under attack; balanced accuracy averages classes.
+    card = (result.path / "README.md").read_text()
+    assert "holdout robust acc (PGD)" in card and "train loss (adversarial)" in card
+    assert json.loads((result.path / "training_log.json").read_text())["epochs"][0]["holdout"]["pgd_accuracy"] == h.pgd_accuracy

@@ -150,6 +150,14 @@ class Selection(_Strict):
         return self
 
 
+class EarlyStopping(_Strict):
+    """Stop once the holdout selection score has not improved by more than ``min_delta`` for ``patience``
+    epochs; the epoch kept is still the best one seen (``selection``)."""
+
+    patience: int = Field(ge=1)
+    min_delta: float = Field(0.0, ge=0)
+
+
 class TrainConfig(_Strict):
     """One baseline's resolved recipe (top level merged with the ``gpu:`` or ``cpu:`` section)."""
 
@@ -173,7 +181,12 @@ class TrainConfig(_Strict):
     batch_size: int = Field(ge=1)
     eval_batch_size: int = Field(256, ge=1)
     amp: Literal["none", "bf16"] = "none"
-    time_limit_s: float | None = Field(None, gt=0)
+    time_limit_s: float | None = Field(None, gt=0)  # v1 budget: cuts the planned epochs after epoch 1
+    # Train to convergence: epochs are a cap, early stopping on the holdout ends training.
+    early_stopping: EarlyStopping | None = None
+    # A safety stop at the end of an epoch once this many seconds have passed; unlike time_limit_s it never
+    # shortens the schedule, and the model card says when it bound (a run that ends early is not converged).
+    time_guard_s: float | None = Field(None, gt=0)
     channels_last: bool = False
 
     @model_validator(mode="after")

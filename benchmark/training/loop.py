@@ -45,6 +45,7 @@ class HoldoutScores:
     specificity: float
     auroc: float
     pgd_balanced_accuracy: float | None  # None when the recipe's selection uses no attack
+    pgd_accuracy: float | None = None  # plain accuracy under the same attack (holdout robust accuracy)
 
 
 @dataclass(frozen=True)
@@ -152,13 +153,16 @@ def _scores(y: torch.Tensor, p: torch.Tensor, adv_pred: torch.Tensor | None) -> 
     )
     ba = REDUCERS.get("balanced_accuracy")(df, MetricDef("ba", "correct", reduce="balanced_accuracy"))
     auroc = REDUCERS.get("auroc")(df, MetricDef("auroc", "p", reduce="auroc"))
-    pgd_ba = None
+    pgd_ba = pgd_acc = None
     if adv_pred is not None:
         df["adv"] = (adv_pred == y).double().numpy()
         pgd_ba = REDUCERS.get("balanced_accuracy")(df, MetricDef("pgd", "adv", reduce="balanced_accuracy"))
+        pgd_acc = float(df["adv"].mean())
     sens = float(df.loc[df.label == 1, "correct"].mean())
     spec = float(df.loc[df.label == 0, "correct"].mean())
-    return HoldoutScores(float(ba), sens, spec, float(auroc), None if pgd_ba is None else float(pgd_ba))
+    return HoldoutScores(
+        float(ba), sens, spec, float(auroc), None if pgd_ba is None else float(pgd_ba), pgd_acc
+    )
 
 
 def evaluate_holdout(
@@ -275,6 +279,8 @@ def train(
     planned, history, best, best_state = config.epochs, [], None, None
     stop_reason, notes = "completed all epochs", []
     step, epoch = 0, 0
+    patience = config.early_stopping
+    best_for_patience, last_improved = None, 0
     while epoch < planned:
         epoch += 1
         model.train()
@@ -305,6 +311,8 @@ def train(
         if best is None or score > best[1]:
             best = (epoch, score)
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.net.state_dict().items()}
+        if best_for_patience is None or score > best_for_patience + (patience.min_delta if patience else 0):
+            best_for_patience, last_improved = score, epoch
         elapsed = t_end - started
         if epoch == 1 and config.time_limit_s:
             t_s, k_s = t_steady
@@ -325,6 +333,18 @@ def train(
             on_epoch(record)
         if config.time_limit_s and elapsed >= config.time_limit_s and epoch < planned:
             stop_reason = f"time limit {config.time_limit_s:g} s reached after epoch {epoch} of {planned}"
+            break
+        if patience is not None and epoch - last_improved >= patience.patience and epoch < planned:
+            stop_reason = (
+                f"early stopping after epoch {epoch} of {planned}: no holdout improvement of more than "
+                f"{patience.min_delta:g} in {patience.patience} epochs (last at epoch {last_improved})"
+            )
+            break
+        if config.time_guard_s and elapsed >= config.time_guard_s and epoch < planned:
+            stop_reason = (
+                f"time guard {config.time_guard_s:g} s reached after epoch {epoch} of {planned}, before "
+                "early stopping: not converged"
+            )
             break
     if epoch == planned and planned < config.epochs:
         stop_reason = f"completed {planned} of {config.epochs} epochs (fitted to the time budget)"

@@ -21,6 +21,7 @@ from .loop import TrainOutcome
 
 WEIGHTS = "weights.safetensors"
 LOG = "training_log.json"
+CURVES = "learning_curves.png"
 AUTHORS = ["fxbench baselines"]
 IMBALANCE = {
     "class_weighted_ce": "class-weighted cross-entropy, w_c = N / (2 N_c)",
@@ -83,6 +84,15 @@ def _recipe_lines(c: TrainConfig) -> list[str]:
         + (f", Nesterov momentum {o.momentum:g}" if o.name == "sgd" else "")
         + f"; {c.schedule.kind} schedule with {c.schedule.warmup_epochs} warm-up epoch(s)",
         f"- epochs: {c.epochs} planned, batch size {c.batch_size}, mixed precision: {c.amp}",
+        *(
+            [
+                f"- early stopping: stop after {c.early_stopping.patience} epochs without a holdout selection "
+                f"score gain of more than {c.early_stopping.min_delta:g}; the epoch kept is the best one seen"
+            ]
+            if c.early_stopping
+            else []
+        ),
+        *([f"- time guard: {c.time_guard_s:g} s (a safety stop at an epoch's end)"] if c.time_guard_s else []),
         "- class imbalance: " + IMBALANCE[c.imbalance],
         f"- augmentations (canonical pixel space): horizontal flip p={aug.hflip:g}, rotation ±{aug.rotate_deg:g}°, "
         f"zoom {aug.scale[0]:g}-{aug.scale[1]:g}, shift ±{100 * aug.translate:g}%, brightness ±{aug.brightness:g}, "
@@ -128,6 +138,7 @@ def model_card(outcome: TrainOutcome) -> str:
         ),
         f"- per-epoch metrics: `{LOG}`",
         "",
+        *learning_curve_lines(outcome),
         "## Limitations",
         "- A small CNN trained from scratch on about 3,000 radiographs: far below clinical performance; a research "
         "baseline for the benchmark, not a diagnostic tool.",
@@ -140,6 +151,70 @@ def model_card(outcome: TrainOutcome) -> str:
             "than the GPU recipe."
         )
     return "\n".join(lines) + "\n"
+
+
+def _num(v: float | None, fmt: str = ".3f") -> str:
+    return "-" if v is None or v != v else format(v, fmt)
+
+
+def learning_curve_lines(outcome: TrainOutcome) -> list[str]:
+    """The per-epoch curves as a markdown table (and the PNG drawn beside the card, when there is one)."""
+    adv = outcome.history and outcome.history[0].holdout.pgd_balanced_accuracy is not None
+    loss = "train loss (adversarial)" if outcome.config.is_adversarial else "train loss"
+    head = ["epoch", "lr", loss, "holdout BA", "holdout AUROC"]
+    if adv:
+        head += ["holdout robust acc (PGD)", "holdout robust BA (PGD)"]
+    head += ["selection score", "s"]
+    lines = [
+        "## Learning curves",
+        f"Per epoch: the training loss (mean over the epoch's batches{', on the adversarial examples' if adv else ''})"
+        f" and the holdout scores that select the epoch{' (robust: the fixed-start PGD of the selection rule)' if adv else ''}."
+        " The selected epoch is in bold.",
+        "",
+    ]
+    if outcome.history:
+        lines += [f"![learning curves]({CURVES})", ""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in outcome.history:
+        h = r.holdout
+        cells = [str(r.epoch), f"{r.lr:.2e}", _num(r.train_loss, ".4f"), _num(h.balanced_accuracy), _num(h.auroc)]
+        if adv:
+            cells += [_num(h.pgd_accuracy), _num(h.pgd_balanced_accuracy)]
+        cells += [_num(r.score), f"{r.seconds:.1f}"]
+        if r.epoch == outcome.best_epoch:
+            cells = [f"**{c}**" for c in cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def draw_curves(outcome: TrainOutcome, path: Path) -> bool:
+    """learning_curves.png: training loss (left) and holdout scores (right) per epoch; False if not drawn."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    ep = [r.epoch for r in outcome.history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3), dpi=80)
+    a.plot(ep, [r.train_loss for r in outcome.history], marker=".")
+    a.set_xlabel("epoch")
+    a.set_ylabel("train loss" + (" (adversarial)" if outcome.config.is_adversarial else ""))
+    b.plot(ep, [r.holdout.balanced_accuracy for r in outcome.history], marker=".", label="holdout BA")
+    if outcome.history[0].holdout.pgd_balanced_accuracy is not None:
+        b.plot(ep, [r.holdout.pgd_balanced_accuracy for r in outcome.history], marker=".", label="robust BA (PGD)")
+        b.plot(ep, [r.holdout.pgd_accuracy for r in outcome.history], marker=".", label="robust acc (PGD)")
+    b.axvline(outcome.best_epoch, color="grey", linestyle=":", label=f"selected ({outcome.best_epoch})")
+    b.axhline(0.5, color="black", linewidth=0.5)
+    b.set_xlabel("epoch")
+    b.set_ylim(0, 1)
+    b.legend(fontsize=7)
+    fig.suptitle(outcome.config.id, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return True
 
 
 def training_log(outcome: TrainOutcome) -> dict:
@@ -187,7 +262,10 @@ def write_submission(outcome: TrainOutcome, *, out: str | Path) -> Path:
         atomic_write_text(
             tmp / "model.yaml", "# Written by `fxbench train`.\n" + yaml.safe_dump(spec, sort_keys=False)
         )
-        atomic_write_text(tmp / "README.md", model_card(outcome))
+        card = model_card(outcome)
+        if not draw_curves(outcome, tmp / CURVES):
+            card = card.replace(f"![learning curves]({CURVES})\n\n", "")
+        atomic_write_text(tmp / "README.md", card)
         atomic_write_json(tmp / LOG, training_log(outcome))
         replace_dir(tmp, final)
     except BaseException:
