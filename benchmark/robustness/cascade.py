@@ -12,9 +12,12 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from pyautoattack.autopgd_base import APGDAttack
 
-from ..errors import EvaluationBug
+from .. import decision
+from ..errors import EvaluationBug, ModelMisbehaviour
 from ..registry import Registry
+from .attacks import FABBinary
 from .checks import FlagCollector
 from .config import Budget, RobustnessConfig
 from .counting import CountingModel
@@ -32,6 +35,7 @@ class NormOutcome:
     attack: dict[int, str] = field(default_factory=dict)
     dist: dict[int, float] = field(default_factory=dict)
     adv: dict[int, torch.Tensor] = field(default_factory=dict)  # on the CPU, 1 x H x W
+    logits: dict[int, torch.Tensor] = field(default_factory=dict)  # the logits that decided each break
 
 
 @dataclass
@@ -43,6 +47,9 @@ class ChunkOutcome:
     entering: dict[str, int]  # budget id -> points still robust when the budget started
     breaks: dict[str, dict[str, int]]  # budget id -> attack -> points it broke at that budget
     seconds: dict[str, dict[str, float]]  # budget id -> attack -> wall seconds
+    clean_logits: torch.Tensor | None = None  # CPU, N x 2
+    # Points still robust at a budget: the first APGD attack's highest-loss point there (budget id -> i -> x).
+    final: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
 
 
 def derive_seed(base: int, *parts: object) -> int:
@@ -56,9 +63,58 @@ def distance(adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
     return d.abs().amax(dim=1) if norm == "linf" else d.pow(2).sum(dim=1).sqrt()
 
 
-def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+def logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     with torch.no_grad():
-        return torch.cat([model(x[i : i + batch_size]).argmax(dim=1) for i in range(0, len(x), batch_size)])
+        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).float()
+
+
+def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The one decision rule (fxbench.decision: a tie is a fracture)."""
+    return decision.predict(logits(model, x, batch_size))
+
+
+def run_attack(attack, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(points, final): the attack's output for points that are all correctly classified (the cascade only
+    attacks those, so the attack's own clean forward pass is skipped), and for APGD its highest-loss point
+    (None for other attacks). APGD: AutoAttack's perturb() for correctly classified x, without its clean pass."""
+    if isinstance(attack, APGDAttack) and not attack.use_largereps and attack.loss in ("ce", "dlr"):
+        attack.init_hyperparam(x)
+        x, y = x.detach().clone().float(), y.detach().clone().long()
+        torch.random.manual_seed(attack.seed)
+        if x.is_cuda:
+            torch.cuda.random.manual_seed(attack.seed)
+        adv, best, best_loss = x.clone(), x.clone(), torch.full((len(x),), -float("inf"), device=x.device)
+        todo = torch.ones(len(x), dtype=torch.bool, device=x.device)
+        for _ in range(attack.n_restarts):
+            idx = todo.nonzero().flatten()
+            if idx.numel() == 0:
+                break
+            x_best, acc, loss_best, x_best_adv = attack.attack_single_run(x[idx].clone(), y[idx].clone())
+            hit = acc == 0
+            adv[idx[hit]] = x_best_adv[hit].clone()
+            todo[idx[hit]] = False
+            better = loss_best > best_loss[idx]
+            best[idx[better]] = x_best[better].clone()
+            best_loss[idx[better]] = loss_best[better]
+        return adv, best
+    return attack.perturb(x, y), None
+
+
+def fab_points(attack, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """FAB's minimal-norm points without a random start: they do not depend on eps, so the cascade runs FAB
+    once per norm and reuses its points at every budget (perturb() keeps those within eps)."""
+    torch.random.manual_seed(attack.seed)
+    if x.is_cuda:
+        torch.cuda.random.manual_seed(attack.seed)
+    with torch.no_grad():
+        return attack.attack_single_run(x.clone(), y.clone(), use_rand_start=False, is_targeted=False)
+
+
+def within(adv: torch.Tensor, x: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
+    """FAB perturb()'s own test (float32), so reused points are kept exactly where a run at eps kept them."""
+    d = (x - adv).reshape(x.shape[0], -1)
+    res = d.abs().max(1)[0] if norm == "linf" else (d**2).sum(dim=-1).sqrt()
+    return res <= eps
 
 
 def _bound(b: Budget, cfg: RobustnessConfig) -> float:
@@ -94,18 +150,21 @@ def attack_chunk(model: CountingModel, x: torch.Tensor, y: torch.Tensor, ids: li
                  log: FlagCollector) -> ChunkOutcome:
     x, y_dev = x.to(device), y.to(device)
     model.phase = CLEAN
-    correct = (predict(model, x, cfg.batch_size) == y_dev).cpu()
+    z_clean = logits(model, x, cfg.batch_size)
+    correct = (decision.predict(z_clean, where="on clean evaluation images") == y_dev).cpu()
     norms: dict[str, NormOutcome] = {}
     entering: dict[str, int] = {}
     breaks: dict[str, dict[str, int]] = {}
     seconds: dict[str, dict[str, float]] = {}
+    final: dict[str, dict[int, torch.Tensor]] = {}
     for norm in ("linf", "l2"):
         budgets = cfg.by_norm(norm)
         out = NormOutcome(budgets=budgets, first=[-1] * len(ids))
         robust = correct.clone()
+        fab_cache: dict[str, dict[int, torch.Tensor]] = {}  # attack -> image -> FAB's point (once per norm)
         for k, b in enumerate(budgets):
             entering[b.id] = int(robust.sum())
-            breaks[b.id], seconds[b.id] = {}, {}
+            breaks[b.id], seconds[b.id], final[b.id] = {}, {}, {}
             for spec in cfg.attacks:
                 entry = registry.get(spec.name)
                 todo = robust.nonzero().flatten()
@@ -119,15 +178,37 @@ def attack_chunk(model: CountingModel, x: torch.Tensor, y: torch.Tensor, ids: li
                     model.phase = spec.name
                     _sync(device)
                     t0 = time.perf_counter()
-                    adv = attack.perturb(xb.clone(), yb.clone()).detach()
+                    best = None
+                    if isinstance(attack, FABBinary) and attack.n_restarts == 1:
+                        cache = fab_cache.setdefault(spec.name, {})
+                        new = [j for j, i in enumerate(sel.tolist()) if i not in cache]
+                        if new:  # in practice only at the norm's first budget: the robust set only shrinks
+                            pts = fab_points(attack, xb[new], yb[new]).detach()
+                            for j, p in zip(new, pts):
+                                cache[int(sel[j])] = p
+                        pts = torch.stack([cache[i] for i in sel.tolist()])
+                        adv = torch.where(within(pts, xb, norm, b.eps).view(-1, 1, 1, 1), pts, xb)
+                    else:
+                        adv, best = run_attack(attack, xb.clone(), yb.clone())
+                        adv = adv.detach()
                     _sync(device)
                     seconds[b.id][spec.name] += time.perf_counter() - t0
                     dist = check_feasible(adv, xb, batch_ids, budget=b, cfg=cfg, source=spec.name).cpu()
+                    if best is not None and not final[b.id]:  # the first APGD attack's highest-loss points
+                        check_feasible(best, xb, batch_ids, budget=b, cfg=cfg, source=f"{spec.name} (final point)")
+                        final[b.id].update({int(i): best[j].detach().float().cpu() for j, i in enumerate(sel)})
                     # Success is decided here, in a forward pass of our own, not by the attack's bookkeeping.
-                    model.phase = "verify"
-                    fooled = (predict(model, adv, cfg.batch_size) != yb).cpu()
+                    # Points the attack left unchanged are the clean points, known to be classified correctly.
+                    moved = (adv != xb).reshape(len(xb), -1).any(dim=1).nonzero().flatten()
+                    fooled = torch.zeros(len(xb), dtype=torch.bool)
+                    z_moved = None
+                    if len(moved):
+                        model.phase = "verify"
+                        z_moved = logits(model, adv[moved], cfg.batch_size)
+                        fooled[moved.cpu()] = (decision.predict(z_moved) != yb[moved]).cpu()
                     hits = fooled.nonzero().flatten()
                     adv_hits = adv[hits.to(device)].float().cpu()  # one copy off the device per batch
+                    pos = {int(j): r for r, j in enumerate(moved.tolist())}
                     for h, j in enumerate(hits.tolist()):
                         i = int(sel[j])
                         robust[i] = False
@@ -135,10 +216,11 @@ def attack_chunk(model: CountingModel, x: torch.Tensor, y: torch.Tensor, ids: li
                         out.attack[i] = spec.name
                         out.dist[i] = float(dist[j])
                         out.adv[i] = adv_hits[h].clone()
+                        out.logits[i] = z_moved[pos[j]].cpu().clone()
                     breaks[b.id][spec.name] += int(fooled.sum())
         norms[norm] = out
     outcome = ChunkOutcome(ids=list(ids), y=y.cpu(), clean_correct=correct, norms=norms, entering=entering,
-                           breaks=breaks, seconds=seconds)
+                           breaks=breaks, seconds=seconds, clean_logits=z_clean.cpu(), final=final)
     model.phase = "verify"
     verify_outcome(model, x.cpu(), outcome, cfg=cfg, device=device)
     return outcome
@@ -167,12 +249,25 @@ def verify_outcome(model: torch.nn.Module, x: torch.Tensor, outcome: ChunkOutcom
             z = torch.cat([model(a.to(device)) for a in adv.split(cfg.batch_size)]).float().cpu()
         # A re-evaluation in another batch composition may differ by float rounding (different kernels), so
         # only a point classified correctly by more than that rounding is a violation.
+        decision.require_finite(z, where="when its adversarial examples were re-evaluated")
         yb = outcome.y[broken]
-        margin = z.gather(1, yb[:, None]).squeeze(1) - z.gather(1, (1 - yb)[:, None]).squeeze(1)
+        margin = decision.correct_margin(z, yb)
         tol = cfg.logit_rtol * z.abs().amax(dim=1).clamp(min=1.0)
         still = margin > tol
         if still.any():
             j = int(still.nonzero()[0])
+            before = out.logits.get(broken[j])
+            with torch.no_grad():  # the same input, twice more: a deterministic model gives the same logits
+                again = [model(adv[j : j + 1].to(device)).float().cpu()[0] for _ in range(2)]
+            seen = [z[j], *again]
+            if any(not bool(((a - seen[0]).abs() <= tol[j]).all()) for a in seen[1:]):
+                raise ModelMisbehaviour(
+                    f"the model gave different logits for the same input ({norm} adversarial example of image "
+                    f"{ids[j]}, by {out.attack[broken[j]]}): "
+                    f"{[[round(v, 6) for v in a.tolist()] for a in ([before] if before is not None else []) + seen]}. "
+                    "Its output on attacked inputs is random or depends on the rest of the batch; fxbench cannot "
+                    "give such a model a robustness number"
+                )
             raise EvaluationBug(
                 f"{norm}: the adversarial example of image {ids[j]} (by {out.attack[broken[j]]}) is classified "
                 f"correctly when re-evaluated (logits {z[j].tolist()})"
