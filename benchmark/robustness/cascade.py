@@ -12,11 +12,10 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from pyautoattack.autopgd_base import APGDAttack
-
 from .. import decision
 from ..errors import EvaluationBug, ModelMisbehaviour
 from ..registry import Registry
+from . import apgd
 from .attacks import FABBinary
 from .checks import FlagCollector
 from .config import Budget, RobustnessConfig
@@ -77,7 +76,7 @@ def run_attack(attack, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, 
     """(points, final): the attack's output for points that are all correctly classified (the cascade only
     attacks those, so the attack's own clean forward pass is skipped), and for APGD its highest-loss point
     (None for other attacks). APGD: AutoAttack's perturb() for correctly classified x, without its clean pass."""
-    if isinstance(attack, APGDAttack) and not attack.use_largereps and attack.loss in ("ce", "dlr"):
+    if apgd.supports(attack):
         attack.init_hyperparam(x)
         x, y = x.detach().clone().float(), y.detach().clone().long()
         torch.random.manual_seed(attack.seed)
@@ -89,7 +88,7 @@ def run_attack(attack, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, 
             idx = todo.nonzero().flatten()
             if idx.numel() == 0:
                 break
-            x_best, acc, loss_best, x_best_adv = attack.attack_single_run(x[idx].clone(), y[idx].clone())
+            x_best, acc, loss_best, x_best_adv, _ = apgd.attack_single_run(attack, x[idx].clone(), y[idx].clone())
             hit = acc == 0
             adv[idx[hit]] = x_best_adv[hit].clone()
             todo[idx[hit]] = False

@@ -1,0 +1,57 @@
+"""Passes spent only where they change the answer: APGD stops broken points without changing robust ones."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import make_evalset, tiny_timm
+from fxbench.models import wrap
+from fxbench.robustness import APGDMargin
+from fxbench.robustness.apgd import attack_single_run
+from fxbench.robustness.counting import CountingModel
+from pyautoattack.autopgd_base import APGDAttack
+from test_robustness_checks import Shifted
+
+
+class _Log:
+    def warning(self, *a, **k): ...
+
+
+def _case():
+    """A small conv net shifted so that about half of the points break within a few steps."""
+    net = tiny_timm()
+    x = make_evalset(n=6).x
+    with torch.no_grad():
+        z = wrap(net, mean=(0.5,), std=(0.25,))(x)
+    model = wrap(Shifted(net, torch.tensor([-float((z[:, 0] - z[:, 1]).median()), 0.0])), mean=(0.5,),
+                 std=(0.25,))
+    with torch.no_grad():
+        y = (model(x) @ torch.tensor([-1.0, 1.0]) >= 0).long()
+    return model, x, y
+
+
+@pytest.mark.parametrize("cls, loss, norm, eps", [(APGDAttack, "ce", "Linf", 0.1 / 255),
+                                                 (APGDMargin, None, "L2", 0.05)])
+def test_early_stopping_apgd_matches_the_library_on_points_that_stay_robust(cls, loss, norm, eps):
+    model, x, y = _case()
+    kwargs = dict(n_iter=8, norm=norm, n_restarts=1, eps=eps, seed=5, rho=0.75, device="cpu", logger=_Log())
+    if loss:
+        kwargs["loss"] = loss
+    lib, ours = cls(model, **kwargs), cls(CountingModel(model), **kwargs)
+    lib.init_hyperparam(x)
+    ours.init_hyperparam(x)
+    torch.manual_seed(5)
+    best_l, acc_l, loss_l, _ = lib.attack_single_run(x.clone(), y.clone())
+    torch.manual_seed(5)
+    best_o, acc_o, loss_o, adv_o, broke_at = attack_single_run(ours, x.clone(), y.clone())
+    robust = acc_o
+    assert 0 < int(robust.sum()) < len(x), "the case must have robust and broken points"
+    assert torch.equal(acc_l, acc_o)
+    assert torch.allclose(best_l[robust], best_o[robust], atol=1e-6)
+    assert torch.allclose(loss_l[robust], loss_o[robust], rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        assert ((model(adv_o[~robust]) @ torch.tensor([-1.0, 1.0]) >= 0).long() != y[~robust]).all()
+    # Passes: one per point and step until it broke, n_iter + 1 for the robust ones, nothing more.
+    steps = torch.where(broke_at >= 0, broke_at + 1, torch.full_like(broke_at, 8 + 1))
+    passes = ours.model.totals()["other"]
+    assert passes["bwd"] == passes["fwd_grad"] == int(steps.sum()) < 9 * len(x)
