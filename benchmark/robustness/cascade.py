@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from pyautoattack.square import SquareAttack
+
 from .. import decision
 from ..errors import EvaluationBug, ModelMisbehaviour
 from ..registry import Registry
@@ -49,6 +51,8 @@ class ChunkOutcome:
     clean_logits: torch.Tensor | None = None  # CPU, N x 2
     # Points still robust at a budget: the first APGD attack's highest-loss point there (budget id -> i -> x).
     final: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
+    # budget id -> attack -> per attacked point, the steps (APGD, FAB) or queries (Square) it was given
+    steps: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
 
 def derive_seed(base: int, *parts: object) -> int:
@@ -72,31 +76,63 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.T
     return decision.predict(logits(model, x, batch_size))
 
 
-def run_attack(attack, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(points, final): the attack's output for points that are all correctly classified (the cascade only
-    attacks those, so the attack's own clean forward pass is skipped), and for APGD its highest-loss point
-    (None for other attacks). APGD: AutoAttack's perturb() for correctly classified x, without its clean pass."""
+@dataclass
+class AttackRun:
+    adv: torch.Tensor  # the attack's output (the clean point where it found nothing)
+    best: torch.Tensor | None = None  # APGD: the highest-loss point of every point
+    broken: torch.Tensor | None = None  # decided by fxbench's rule on fxbench's forward pass inside the attack
+    steps: torch.Tensor | None = None  # per point: the steps (APGD) or queries (Square) it needed
+
+
+def run_attack(attack, x: torch.Tensor, y: torch.Tensor) -> AttackRun:
+    """Run an attack on points that are all classified correctly (the cascade attacks only those), without the
+    attack's own clean forward pass. APGD stops each point once it is broken (apgd.py); Square already does."""
     if apgd.supports(attack):
         attack.init_hyperparam(x)
         x, y = x.detach().clone().float(), y.detach().clone().long()
-        torch.random.manual_seed(attack.seed)
-        if x.is_cuda:
-            torch.cuda.random.manual_seed(attack.seed)
+        _seed(attack.seed, x)
         adv, best, best_loss = x.clone(), x.clone(), torch.full((len(x),), -float("inf"), device=x.device)
+        todo = torch.ones(len(x), dtype=torch.bool, device=x.device)
+        steps = torch.zeros(len(x), dtype=torch.long)
+        for _ in range(attack.n_restarts):
+            idx = todo.nonzero().flatten()
+            if idx.numel() == 0:
+                break
+            x_best, acc, loss_best, x_best_adv, broke_at = apgd.attack_single_run(attack, x[idx].clone(),
+                                                                                  y[idx].clone())
+            hit = acc == 0
+            adv[idx[hit]] = x_best_adv[hit].clone()
+            todo[idx[hit]] = False
+            steps[idx.cpu()] += torch.where(broke_at >= 0, broke_at + 1, attack.n_iter + 1) * attack.eot_iter
+            better = loss_best > best_loss[idx]
+            best[idx[better]] = x_best[better].clone()
+            best_loss[idx[better]] = loss_best[better]
+        return AttackRun(adv, best, ~todo.cpu(), steps)
+    if isinstance(attack, SquareAttack) and not attack.targeted:
+        attack.init_hyperparam(x)
+        x, y = x.detach().clone().float(), y.detach().clone().long()
+        _seed(attack.seed, x)
+        adv = x.clone()
+        steps = torch.zeros(len(x), dtype=torch.long)
         todo = torch.ones(len(x), dtype=torch.bool, device=x.device)
         for _ in range(attack.n_restarts):
             idx = todo.nonzero().flatten()
             if idx.numel() == 0:
                 break
-            x_best, acc, loss_best, x_best_adv, _ = apgd.attack_single_run(attack, x[idx].clone(), y[idx].clone())
-            hit = acc == 0
-            adv[idx[hit]] = x_best_adv[hit].clone()
+            n_q, adv_curr = attack.attack_single_run(x[idx].clone(), y[idx].clone())
+            steps[idx.cpu()] += n_q.long().cpu()
+            with torch.no_grad():
+                hit = decision.predict(attack.predict(adv_curr)) != y[idx]
+            adv[idx[hit]] = adv_curr[hit].clone()
             todo[idx[hit]] = False
-            better = loss_best > best_loss[idx]
-            best[idx[better]] = x_best[better].clone()
-            best_loss[idx[better]] = loss_best[better]
-        return adv, best
-    return attack.perturb(x, y), None
+        return AttackRun(adv, None, ~todo.cpu(), steps)
+    return AttackRun(attack.perturb(x, y))
+
+
+def _seed(seed: int, x: torch.Tensor) -> None:
+    torch.random.manual_seed(seed)
+    if x.is_cuda:
+        torch.cuda.random.manual_seed(seed)
 
 
 def fab_points(attack, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -156,6 +192,7 @@ def attack_chunk(model: CountingModel, x: torch.Tensor, y: torch.Tensor, ids: li
     breaks: dict[str, dict[str, int]] = {}
     seconds: dict[str, dict[str, float]] = {}
     final: dict[str, dict[int, torch.Tensor]] = {}
+    steps: dict[str, dict[str, list[int]]] = {}
     for norm in ("linf", "l2"):
         budgets = cfg.by_norm(norm)
         out = NormOutcome(budgets=budgets, first=[-1] * len(ids))
@@ -164,6 +201,7 @@ def attack_chunk(model: CountingModel, x: torch.Tensor, y: torch.Tensor, ids: li
         for k, b in enumerate(budgets):
             entering[b.id] = int(robust.sum())
             breaks[b.id], seconds[b.id], final[b.id] = {}, {}, {}
+            steps[b.id] = {a.name: [] for a in cfg.attacks}
             for spec in cfg.attacks:
                 entry = registry.get(spec.name)
                 todo = robust.nonzero().flatten()
@@ -177,7 +215,7 @@ def attack_chunk(model: CountingModel, x: torch.Tensor, y: torch.Tensor, ids: li
                     model.phase = spec.name
                     _sync(device)
                     t0 = time.perf_counter()
-                    best = None
+                    run = None
                     if isinstance(attack, FABBinary) and attack.n_restarts == 1:
                         cache = fab_cache.setdefault(spec.name, {})
                         new = [j for j, i in enumerate(sel.tolist()) if i not in cache]
@@ -187,27 +225,36 @@ def attack_chunk(model: CountingModel, x: torch.Tensor, y: torch.Tensor, ids: li
                                 cache[int(sel[j])] = p
                         pts = torch.stack([cache[i] for i in sel.tolist()])
                         adv = torch.where(within(pts, xb, norm, b.eps).view(-1, 1, 1, 1), pts, xb)
+                        steps[b.id][spec.name] += [attack.n_iter if j in new else 0 for j in range(len(sel))]
                     else:
-                        adv, best = run_attack(attack, xb.clone(), yb.clone())
-                        adv = adv.detach()
+                        run = run_attack(attack, xb.clone(), yb.clone())
+                        adv = run.adv.detach()
+                        if run.steps is not None:
+                            steps[b.id][spec.name] += run.steps.tolist()
                     _sync(device)
                     seconds[b.id][spec.name] += time.perf_counter() - t0
                     dist = check_feasible(adv, xb, batch_ids, budget=b, cfg=cfg, source=spec.name).cpu()
-                    if best is not None and not final[b.id]:  # the first APGD attack's highest-loss points
-                        check_feasible(best, xb, batch_ids, budget=b, cfg=cfg, source=f"{spec.name} (final point)")
-                        final[b.id].update({int(i): best[j].detach().float().cpu() for j, i in enumerate(sel)})
-                    # Success is decided here, in a forward pass of our own, not by the attack's bookkeeping.
-                    # Points the attack left unchanged are the clean points, known to be classified correctly.
-                    moved = (adv != xb).reshape(len(xb), -1).any(dim=1).nonzero().flatten()
-                    fooled = torch.zeros(len(xb), dtype=torch.bool)
-                    z_moved = None
-                    if len(moved):
-                        model.phase = "verify"
-                        z_moved = logits(model, adv[moved], cfg.batch_size)
-                        fooled[moved.cpu()] = (decision.predict(z_moved) != yb[moved]).cpu()
+                    if run is not None and run.best is not None and not final[b.id]:
+                        # the first APGD attack's highest-loss points: the headline's attacked point of a robust image
+                        check_feasible(run.best, xb, batch_ids, budget=b, cfg=cfg, source=f"{spec.name} (final point)")
+                        final[b.id].update({int(i): run.best[j].detach().float().cpu() for j, i in enumerate(sel)})
+                    z_moved, pos = None, {}
+                    if run is not None and run.broken is not None:
+                        # Decided inside the attack by fxbench's rule on a forward pass through `model` (ours);
+                        # verify_outcome re-checks every break from scratch.
+                        fooled = run.broken.clone()
+                    else:
+                        # Success is decided here, in a forward pass of our own, not by the attack's bookkeeping.
+                        # Points the attack left unchanged are the clean points, known to be classified correctly.
+                        moved = (adv != xb).reshape(len(xb), -1).any(dim=1).nonzero().flatten()
+                        fooled = torch.zeros(len(xb), dtype=torch.bool)
+                        if len(moved):
+                            model.phase = "verify"
+                            z_moved = logits(model, adv[moved], cfg.batch_size)
+                            fooled[moved.cpu()] = (decision.predict(z_moved) != yb[moved]).cpu()
+                            pos = {int(j): r for r, j in enumerate(moved.tolist())}
                     hits = fooled.nonzero().flatten()
                     adv_hits = adv[hits.to(device)].float().cpu()  # one copy off the device per batch
-                    pos = {int(j): r for r, j in enumerate(moved.tolist())}
                     for h, j in enumerate(hits.tolist()):
                         i = int(sel[j])
                         robust[i] = False
@@ -215,11 +262,12 @@ def attack_chunk(model: CountingModel, x: torch.Tensor, y: torch.Tensor, ids: li
                         out.attack[i] = spec.name
                         out.dist[i] = float(dist[j])
                         out.adv[i] = adv_hits[h].clone()
-                        out.logits[i] = z_moved[pos[j]].cpu().clone()
+                        if z_moved is not None:
+                            out.logits[i] = z_moved[pos[j]].cpu().clone()
                     breaks[b.id][spec.name] += int(fooled.sum())
         norms[norm] = out
     outcome = ChunkOutcome(ids=list(ids), y=y.cpu(), clean_correct=correct, norms=norms, entering=entering,
-                           breaks=breaks, seconds=seconds, clean_logits=z_clean.cpu(), final=final)
+                           breaks=breaks, seconds=seconds, clean_logits=z_clean.cpu(), final=final, steps=steps)
     model.phase = "verify"
     verify_outcome(model, x.cpu(), outcome, cfg=cfg, device=device)
     return outcome

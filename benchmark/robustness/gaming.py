@@ -127,7 +127,7 @@ def run_checks(model: CountingModel, x: torch.Tensor, y: torch.Tensor, outcome, 
             entry = registry.get(checks.unbounded_attack)
             attack = entry.build(model, norm="Linf", eps=checks.unbounded_eps, device=device, logger=log,
                                  seed=derive_seed(seed, "unbounded"), **attack_options[checks.unbounded_attack])
-            adv, _ = run_attack(attack, x[robust].clone(), y[robust].clone())
+            adv = run_attack(attack, x[robust].clone(), y[robust].clone()).adv
             still = (predict(model, adv.detach(), len(robust)) == y[robust]).cpu()
             # Breakable for sure: some image in [0, 1] is predicted as the other class (eps = 1 reaches it).
             survived = [robust[j] for j in still.nonzero().flatten().tolist() if 1 - int(y[robust[j]]) in preds]
@@ -151,7 +151,7 @@ def run_checks(model: CountingModel, x: torch.Tensor, y: torch.Tensor, outcome, 
             entry = registry.get(checks.transfer_attack)
             attack = entry.build(sur, norm=headline.aa_norm, eps=headline.eps, device=device, logger=log,
                                  seed=derive_seed(seed, "transfer"), **attack_options[checks.transfer_attack])
-            adv, _ = run_attack(attack, x[robust].clone(), y[robust].clone())
+            adv = run_attack(attack, x[robust].clone(), y[robust].clone()).adv
             model.phase = "check-transfer"
             broke = int((predict(model, adv.detach(), len(robust)) != y[robust]).sum())
             for phase, c in sur.totals().items():
