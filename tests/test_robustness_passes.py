@@ -55,3 +55,30 @@ def test_early_stopping_apgd_matches_the_library_on_points_that_stay_robust(cls,
     steps = torch.where(broke_at >= 0, broke_at + 1, torch.full_like(broke_at, 8 + 1))
     passes = ours.model.totals()["other"]
     assert passes["bwd"] == passes["fwd_grad"] == int(steps.sum()) < 9 * len(x)
+
+
+def test_passes_done_stay_within_the_floor_and_fab_runs_once_per_norm(tmp_path):
+    """Linear model, three L-inf budgets: points robust everywhere reach FAB at each budget; FAB runs at the first
+    budget only (no random start: its points do not depend on eps), with one backward per step."""
+    from fxbench.robustness.floor import ratios
+    from test_robustness import run
+    from test_robustness_checks import patch_case
+    from test_robustness_gaming import v2_config
+
+    w, evalset = patch_case([0, 1, 0, 1, 0, 1], shift=0.5)  # margin 50: robust at every budget
+    evalset.x[:2] = 0.5  # z = 0: a tie, breakable by any step (label 1 is the tie's class)
+    from conftest import linear_model
+
+    cfg = v2_config(budgets={"linf": [1, 2, 4], "l2": []})
+    result, _ = run(linear_model(w, -50.0), evalset, cfg, tmp_path)
+    info = result.info
+    fab_steps = {b: info_b["fab"] for b, info_b in _steps(result).items()}
+    assert fab_steps["linf-1"]["steps"] > 0 and fab_steps["linf-2"]["steps"] == fab_steps["linf-4"]["steps"] == 0
+    assert info["passes"]["fab"]["bwd"] == info["passes"]["fab"]["fwd_grad"]  # one backward per step
+    r = ratios(info["passes"], info["passes_required"])
+    assert r["apgd-ce"]["ratio"] == 1.0 and r["apgd-margin"]["ratio"] == 1.0
+    assert r["total"]["ratio"] <= 1.2, r
+
+
+def _steps(result) -> dict:
+    return result.info["steps"]

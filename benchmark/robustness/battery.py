@@ -20,6 +20,7 @@ from .cascade import CLEAN, ChunkOutcome, attack_chunk
 from .checks import FlagCollector, run_model_checks, square_check
 from .config import RobustnessConfig, parse_config
 from .counting import CountingModel
+from .floor import required_passes
 from .gaming import run_checks
 
 REPO = Path(__file__).resolve().parents[2]  # the transfer surrogate's model.yaml is relative to it
@@ -99,6 +100,9 @@ class RobustnessBattery:
             "breaks": outcome.breaks,
             "seconds": outcome.seconds,
             "passes": counter.totals(),
+            "steps": {b: {a: {"points": len(v), "steps": int(sum(v))} for a, v in per.items()}
+                      for b, per in outcome.steps.items()},
+            "n_broken": sum(len(o.adv) for o in outcome.norms.values()),
             "checks": gaming,
         }
         return ShardOutput(samples=_samples(outcome), tensors=_kept_images(outcome, cfg), flags=log.unique(),
@@ -142,6 +146,8 @@ class RobustnessBattery:
             "broken_by_attack": {a.name: sum(c["broken_by"][a.name] for c in curve) for a in cfg.attacks},
             "seconds_by_attack": seconds,
             "passes": _sum_passes(infos),
+            "passes_required": _required(cfg, infos, n),
+            "steps": _sum_steps(infos),
             "checks": _sum_checks(infos),
         }
         return BatteryResult(samples=samples, metrics=metric_defs(cfg),
@@ -220,6 +226,26 @@ def _kept_images(o: ChunkOutcome, cfg: RobustnessConfig) -> dict[str, torch.Tens
         if img is not None:
             kept[f"adv/{head.id}/{o.ids[i]}"] = img.contiguous()
     return kept
+
+
+def _sum_steps(infos: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, int]]]:
+    steps: dict[str, dict[str, dict[str, int]]] = {}
+    for i in infos:
+        for b, per in i.get("steps", {}).items():
+            for a, rec in per.items():
+                t = steps.setdefault(b, {}).setdefault(a, {"points": 0, "steps": 0})
+                t["points"] += rec["points"]
+                t["steps"] += rec["steps"]
+    return steps
+
+
+def _required(cfg: RobustnessConfig, infos: list[dict[str, Any]], n: int) -> dict[str, dict[str, int]]:
+    """The passes the spec requires for these points (floor.py); shards of older runs lack the steps."""
+    if not all("steps" in i for i in infos):
+        return {}
+    steps = _sum_steps(infos)
+    return required_passes(cfg, n_images=n, n_broken=sum(i["n_broken"] for i in infos), steps=steps,
+                           done=_sum_passes(infos))
 
 
 def _sum_checks(infos: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
