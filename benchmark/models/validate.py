@@ -200,8 +200,8 @@ def check_model_outputs(model: CanonicalModel, *, device: torch.device | str,
         for name, run in _output_checks(model, device, sizes):
             try:
                 run()
-            except SubmissionError as e:
-                raise SubmissionError(f"model check '{name}' failed: {e}") from None
+            except SubmissionError as e:  # keeps the kind (ModelMisbehaviour: what the model did)
+                raise type(e)(f"model check '{name}' failed: {e}") from None
 
 
 def validate_submission(
