@@ -82,3 +82,19 @@ def test_passes_done_stay_within_the_floor_and_fab_runs_once_per_norm(tmp_path):
 
 def _steps(result) -> dict:
     return result.info["steps"]
+
+
+def test_every_correct_fractured_image_keeps_its_attacked_point_across_batches(tmp_path):
+    from conftest import linear_model
+    from test_robustness import run
+    from test_robustness_checks import patch_case
+    from test_robustness_gaming import v2_config
+
+    w, evalset = patch_case([1, 1, 0, 1, 1, 1], shift=0.5)  # robust everywhere
+    cfg = v2_config(square=False, batch_size=2, chunk_size=6)
+    result, outputs = run(linear_model(w, -50.0), evalset, cfg, tmp_path)
+    kept = outputs["chunk-000"].tensors
+    assert set(kept) == {f"adv/linf-4/{evalset.ids[i]}" for i in (0, 1, 3, 4, 5)}
+    for i in (0, 1, 3, 4, 5):
+        d = (kept[f"adv/linf-4/{evalset.ids[i]}"] - evalset.x[i]).abs().max()
+        assert 0 < d <= 4 / 255 + 1e-6

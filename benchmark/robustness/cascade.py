@@ -193,6 +193,7 @@ def attack_chunk(model: CountingModel, x: torch.Tensor, y: torch.Tensor, ids: li
     seconds: dict[str, dict[str, float]] = {}
     final: dict[str, dict[int, torch.Tensor]] = {}
     steps: dict[str, dict[str, list[int]]] = {}
+    final_by: dict[str, str] = {}  # budget id -> the attack whose final points are kept (the first APGD)
     for norm in ("linf", "l2"):
         budgets = cfg.by_norm(norm)
         out = NormOutcome(budgets=budgets, first=[-1] * len(ids))
@@ -234,7 +235,7 @@ def attack_chunk(model: CountingModel, x: torch.Tensor, y: torch.Tensor, ids: li
                     _sync(device)
                     seconds[b.id][spec.name] += time.perf_counter() - t0
                     dist = check_feasible(adv, xb, batch_ids, budget=b, cfg=cfg, source=spec.name).cpu()
-                    if run is not None and run.best is not None and not final[b.id]:
+                    if run is not None and run.best is not None and final_by.setdefault(b.id, spec.name) == spec.name:
                         # the first APGD attack's highest-loss points: the headline's attacked point of a robust image
                         check_feasible(run.best, xb, batch_ids, budget=b, cfg=cfg, source=f"{spec.name} (final point)")
                         final[b.id].update({int(i): run.best[j].detach().float().cpu() for j, i in enumerate(sel)})
