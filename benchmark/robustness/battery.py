@@ -77,7 +77,7 @@ class RobustnessBattery:
         log = FlagCollector()
         counter = CountingModel(model)
         if key == keys[0]:  # AutoAttack's model checks: once per run (the first shard), on real images
-            n_check = min(cfg.batch_size, len(ids))
+            n_check = min(cfg.checks.model_points if cfg.checks else cfg.batch_size, len(ids))
             counter.phase = "check-model"
             run_model_checks(counter, x[:n_check].to(device), y[:n_check].to(device), log=log)
         outcome = attack_chunk(counter, x, y, ids, cfg=cfg, registry=self.attacks, seed=seed, device=device,

@@ -53,6 +53,7 @@ class GamingChecks:
     transfer_surrogate: str | None  # model.yaml of the surrogate (relative to the repository), or None
     transfer_points: int      # points per chunk robust at the headline budget attacked on the surrogate
     transfer_attack: str
+    model_points: int         # images AutoAttack's model checks run on (once per run)
 
 
 @dataclass(frozen=True)
@@ -179,4 +180,5 @@ def _checks(raw: Any, attacks: tuple[AttackSpec, ...]) -> GamingChecks | None:
         transfer_surrogate=tr.get("surrogate"),
         transfer_points=int(_need(tr, "points", "checks.transfer.")),
         transfer_attack=str(tr["attack"]),
+        model_points=int(_need(_need(raw, "model", "checks."), "points", "checks.model.")),
     )
