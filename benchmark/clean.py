@@ -7,7 +7,9 @@ from typing import Any
 import pandas as pd
 import torch
 
+from . import decision
 from .battery import BatteryResult, EvalSet, RunContext, ShardOutput
+from .errors import FxbenchError
 from .results.metrics import MetricDef
 
 
@@ -18,14 +20,26 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int) -> torch.Tensor:
-    """Fracture probabilities (softmax of the two canonical logits), on the CPU."""
+def clean_logits(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int) -> torch.Tensor:
+    """N x 2 canonical logits on the CPU; non-finite logits are a submission error (decision.require_finite)."""
     device = model_device(model)
     out = []
     for i in range(0, len(x), batch_size):
-        logits = model(x[i : i + batch_size].to(device))
-        out.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu())
-    return torch.cat(out) if out else torch.empty(0)
+        z = model(x[i : i + batch_size].to(device)).float().cpu()
+        decision.require_finite(z, where="on clean evaluation images")
+        out.append(z)
+    return torch.cat(out) if out else torch.empty(0, 2)
+
+
+def predict(model: torch.nn.Module, x: torch.Tensor, *, batch_size: int) -> torch.Tensor:
+    """Fracture probabilities (softmax of the two canonical logits), on the CPU."""
+    return torch.softmax(clean_logits(model, x, batch_size=batch_size), dim=1)[:, 1]
+
+
+def _check_threshold(config: dict[str, Any]) -> None:
+    if float(config["threshold"]) != decision.THRESHOLD:
+        raise FxbenchError(f"clean spec: 'threshold' is {config['threshold']!r}, but fxbench has one decision "
+                           f"rule for every battery (p(fracture) >= {decision.THRESHOLD}; fxbench.decision).")
 
 
 class CleanBattery:
@@ -36,8 +50,10 @@ class CleanBattery:
 
     def run_shard(self, key, *, model, evalset: EvalSet, config, ctx: RunContext) -> ShardOutput:
         lo, hi = evalset.chunks(config["chunk_size"])[int(key.split("-")[1])]
-        p = predict(model, evalset.x[lo:hi], batch_size=config["batch_size"])
-        pred = (p >= config["threshold"]).long()
+        _check_threshold(config)
+        z = clean_logits(model, evalset.x[lo:hi], batch_size=config["batch_size"])
+        p = torch.softmax(z, dim=1)[:, 1]
+        pred = decision.predict(z)  # the one rule (a tie is a fracture), on the logits, not the rounded p
         y = evalset.y[lo:hi]
         samples = pd.DataFrame(
             {

@@ -15,6 +15,12 @@ class SubmissionError(FxbenchError):
     """A model.yaml, checkpoint or model that cannot be accepted."""
 
 
+class ModelMisbehaviour(SubmissionError):
+    """The model did something an evaluable classifier must not: non-finite logits or gradients, outputs that
+    change between identical evaluations (random on attacked inputs), or that depend on the batch. The
+    submission's fault, not fxbench's: the message names what the model did."""
+
+
 class ResultError(FxbenchError):
     """A result file that fails the schema or does not belong where it was found."""
 

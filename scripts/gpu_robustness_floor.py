@@ -4,7 +4,9 @@ Builds a random-init timm ResNet-18 (2 classes, 3 input channels behind the cano
 normalisation), measures plain batched forward and forward+backward (gradient to the input, as the attacks
 need) rates on the device, runs the robustness battery on N synthetic images labelled with the model's own
 predictions (so every image is attacked), counts the images that went through forward and backward passes,
-and reports wall time, floor = the time those passes take at the measured rates, and wall / floor.
+and reports wall time, floor = the time the passes the spec REQUIRES take at the measured rates
+(fxbench.robustness.floor: each point attacked until it breaks, nothing evaluated twice), wall / floor, and
+the passes done against the passes required.
 
     python scripts/gpu_robustness_floor.py                       # CUDA, full preset, 64 images
     python scripts/gpu_robustness_floor.py --device cpu --small  # smoke test: quick preset, 4 images
@@ -28,6 +30,7 @@ from fxbench.battery import DatasetInfo, EvalSet, RunContext
 from fxbench.models import wrap
 from fxbench.paths import SPECS_DIR
 from fxbench.robustness import RobustnessBattery
+from fxbench.robustness.floor import ratios
 
 
 def sync(device: torch.device) -> None:
@@ -72,7 +75,7 @@ def floor_seconds(c: dict[str, int], r_fwd: float, r_fwdbwd: float) -> float:
 
 
 def battery_config(preset: str) -> dict:
-    spec = yaml.safe_load((SPECS_DIR / "v1" / "robustness.yaml").read_text())
+    spec = yaml.safe_load((SPECS_DIR / "v2" / "robustness.yaml").read_text())
     return {"name": spec["name"], "version": spec["version"], **spec[preset]}
 
 
@@ -118,19 +121,22 @@ def main() -> None:
         sync(device)
         wall = time.perf_counter() - t0
 
-    passes = result.info["passes"]
+    passes, required = result.info["passes"], result.info["passes_required"]
     total = {k: sum(c[k] for c in passes.values()) for k in ("fwd", "fwd_grad", "bwd")}
-    floor = floor_seconds(total, r_fwd, r_fwdbwd)
+    total_req = {k: sum(c[k] for c in required.values()) for k in ("fwd", "fwd_grad", "bwd")}
+    floor = floor_seconds(total_req, r_fwd, r_fwdbwd)
     per_attack = {}
     for name, seconds in result.info["seconds_by_attack"].items():
-        f = floor_seconds(passes[name], r_fwd, r_fwdbwd) if name in passes else 0.0
+        f = floor_seconds(required[name], r_fwd, r_fwdbwd) if name in required else 0.0
         per_attack[name] = {"wall_s": seconds, "floor_s": round(f, 3),
-                            "ratio": round(seconds / f, 2) if f > 0 else None, **passes.get(name, {})}
+                            "ratio": round(seconds / f, 2) if f > 0 else None, "done": passes.get(name, {}),
+                            "required": required.get(name, {})}
     report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "preset": preset, "n_images": n, "batch_size": batch,
         "rate_fwd_img_s": round(r_fwd, 1), "rate_fwdbwd_img_s": round(r_fwdbwd, 1),
-        "passes": total, "wall_s": round(wall, 3), "floor_s": round(floor, 3),
+        "passes": total, "passes_required": total_req,
+        "passes_ratio": ratios(passes, required)["total"]["ratio"], "wall_s": round(wall, 3), "floor_s": round(floor, 3),
         "ratio": round(wall / floor, 3) if floor > 0 else None,
         "robust_accuracy": {c["budget"]: c["robust_accuracy"] for c in result.info["curve"]},
         "per_attack": per_attack, "flags": [f.code for f in result.flags],

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import SubmissionError
+from ..errors import ModelMisbehaviour, SubmissionError
 from .checkpoint import load_weights, parse_state_dict, read_checkpoint
 from .device import resolve_device, strict_fp32
 from .factory import create_model
@@ -60,6 +60,34 @@ def canonical_batch(n: int = BATCH_SIZE, *, seed: int = BATCH_SEED) -> torch.Ten
     return low + span * noise
 
 
+def battery_batch_sizes(preset: str, *, version: str | None = None) -> tuple[int, ...]:
+    """Every batch size the batteries of a benchmark version use in ``preset`` (keys ending in batch_size,
+    at any depth): an image's logits must not depend on which of these batches it is evaluated in."""
+    from ..definition import load_definition
+
+    definition = load_definition(version)
+    sizes: set[int] = set()
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                if str(k).endswith("batch_size") and isinstance(v, int) and not isinstance(v, bool):
+                    sizes.add(v)
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    for battery in definition.raw["batteries"]:
+        walk(definition.battery_config(battery, preset))
+    return tuple(sorted(sizes))
+
+
+def default_batch_sizes(device: torch.device) -> tuple[int, ...]:
+    """The batch sizes of the preset a run on ``device`` uses by default (full on CUDA, quick otherwise)."""
+    return battery_batch_sizes("full" if device.type == "cuda" else "quick")
+
+
 def _close(a: torch.Tensor, b: torch.Tensor, tol: float) -> bool:
     return bool(((a - b).abs() <= tol * max(1.0, a.abs().max().item())).all())
 
@@ -74,7 +102,8 @@ def _call(model: CanonicalModel, x: torch.Tensor) -> torch.Tensor:
         ) from None
 
 
-def _output_checks(model: CanonicalModel, device: torch.device) -> list[tuple[str, Callable[[], str]]]:
+def _output_checks(model: CanonicalModel, device: torch.device,
+                   batch_sizes: tuple[int, ...] = ()) -> list[tuple[str, Callable[[], str]]]:
     x = canonical_batch().to(device)
     seen: dict[str, torch.Tensor] = {}
 
@@ -100,7 +129,7 @@ def _output_checks(model: CanonicalModel, device: torch.device) -> list[tuple[st
     def finite() -> str:
         bad = (~torch.isfinite(seen["out"])).sum().item()
         if bad:
-            raise SubmissionError(f"{bad} of {seen['out'].numel()} output logits are NaN or infinite")
+            raise ModelMisbehaviour(f"{bad} of {seen['out'].numel()} output logits are NaN or infinite")
         return "all logits finite"
 
     def deterministic() -> str:
@@ -108,7 +137,7 @@ def _output_checks(model: CanonicalModel, device: torch.device) -> list[tuple[st
             again = _call(model, x)
         if not _close(seen["out"], again, REPEAT_TOL):
             diff = (seen["out"] - again).abs().max().item()
-            raise SubmissionError(
+            raise ModelMisbehaviour(
                 f"not deterministic in eval mode: two passes over the same batch differ by up to {diff:.3g} "
                 "(dropout left active, or randomness in forward)"
             )
@@ -116,16 +145,20 @@ def _output_checks(model: CanonicalModel, device: torch.device) -> list[tuple[st
 
     def batch_independent() -> str:
         with torch.no_grad():
-            alone = _call(
-                model, x[:1]
-            )  # the first image on its own: one extra pass is enough to see batch statistics
-        if not _close(seen["out"][:1], alone, BATCH_TOL):
-            diff = (seen["out"][:1] - alone).abs().max().item()
-            raise SubmissionError(
-                f"not deterministic in eval mode: an image's logits depend on the rest of its batch (differ by up "
-                f"to {diff:.3g}); batch statistics are in use (e.g. batch norm kept in training mode)"
-            )
-        return "each image's logits independent of its batch"
+            alone = _call(model, x[:1])  # the first image on its own, then first in each batch size in use
+        sizes = sorted({x.shape[0], *(b for b in batch_sizes if b > 1)})
+        for n in sizes:
+            with torch.no_grad():
+                # canonical_batch(n) starts with the same first image whatever n is
+                first = seen["out"][:1] if n == x.shape[0] else _call(model, canonical_batch(n).to(device))[:1]
+            if not _close(first, alone, BATCH_TOL):
+                diff = (first - alone).abs().max().item()
+                raise ModelMisbehaviour(
+                    f"not deterministic in eval mode: an image's logits depend on the rest of its batch (alone vs "
+                    f"in a batch of {n}: differ by up to {diff:.3g}); batch statistics are in use (e.g. batch "
+                    "norm kept in training mode)"
+                )
+        return f"each image's logits independent of its batch (batch sizes 1, {', '.join(map(str, sizes))})"
 
     def gradient() -> str:
         xg = x.clone().requires_grad_(True)
@@ -142,7 +175,7 @@ def _output_checks(model: CanonicalModel, device: torch.device) -> list[tuple[st
         if grad is None:
             raise SubmissionError("the output has no gradient with respect to the input (attacks need it)")
         if not torch.isfinite(grad).all():
-            raise SubmissionError(
+            raise ModelMisbehaviour(
                 "the gradient of the fracture logit with respect to the input is not finite"
             )
         return "gradient reaches the input"
@@ -157,15 +190,18 @@ def _output_checks(model: CanonicalModel, device: torch.device) -> list[tuple[st
     ]
 
 
-def check_model_outputs(model: CanonicalModel, *, device: torch.device | str) -> None:
-    """Raise SubmissionError unless ``model`` (already on ``device``) behaves as an evaluable classifier."""
+def check_model_outputs(model: CanonicalModel, *, device: torch.device | str,
+                        batch_sizes: tuple[int, ...] | None = None) -> None:
+    """Raise SubmissionError unless ``model`` (already on ``device``) behaves as an evaluable classifier.
+    ``batch_sizes``: those the batteries will use (default: the default preset's on this device)."""
     device = torch.device(device)
+    sizes = default_batch_sizes(device) if batch_sizes is None else tuple(batch_sizes)
     with strict_fp32():
-        for name, run in _output_checks(model, device):
+        for name, run in _output_checks(model, device, sizes):
             try:
                 run()
-            except SubmissionError as e:
-                raise SubmissionError(f"model check '{name}' failed: {e}") from None
+            except SubmissionError as e:  # keeps the kind (ModelMisbehaviour: what the model did)
+                raise type(e)(f"model check '{name}' failed: {e}") from None
 
 
 def validate_submission(
@@ -218,7 +254,7 @@ def validate_submission(
     if ok:
         with strict_fp32():
             prefix = f"{state['file'].yaml_path}: model check "
-            ok = _run(_output_checks(state["model"], target), checks, prefix=prefix)
+            ok = _run(_output_checks(state["model"], target, default_batch_sizes(target)), checks, prefix=prefix)
     file = state.get("file")
     return ValidationReport(
         ok=ok,

@@ -49,6 +49,28 @@ class APGDMargin(APGDAttack):
         return -(z_y - others.max(dim=1).values)
 
 
+class FABBinary(FABAttack_PT):
+    """FAB for two classes: the difference of logits and its gradient come from ONE backward pass of
+    z_other - z_y, not a Jacobian of both logits (two backward passes, one of them through the constant
+    logit of a single-logit model). Same quantities: grad(z_other) - grad(z_y) = grad(z_other - z_y)."""
+
+    def get_diff_logits_grads_batch(self, imgs, la):
+        im = imgs.clone().requires_grad_()
+        rows = torch.arange(imgs.shape[0], device=imgs.device)
+        with torch.enable_grad():
+            z = self.predict(im)
+            if z.shape[-1] != 2:
+                return super().get_diff_logits_grads_batch(imgs, la)
+            diff = z[rows, 1 - la] - z[rows, la]
+            (g,) = torch.autograd.grad(diff.sum(), [im])
+        z = z.detach()
+        df = z - z[rows, la].unsqueeze(1)
+        df[rows, la] = 1e10
+        dg = torch.zeros((imgs.shape[0], 2, *imgs.shape[1:]), device=imgs.device, dtype=g.dtype)
+        dg[rows, 1 - la] = g.detach()
+        return df, dg
+
+
 def _apgd(cls, loss: str | None):
     def build(model, *, norm, eps, seed, device, logger, n_iter, n_restarts, rho, eot_iter):
         kwargs = dict(n_iter=int(n_iter), norm=norm, n_restarts=int(n_restarts), eps=float(eps),
@@ -64,7 +86,7 @@ def _apgd(cls, loss: str | None):
 def _fab(model, *, norm, eps, seed, device, logger, n_iter, n_restarts, alpha_max, eta, beta,
          n_target_classes):
     del logger  # FAB has no checks that log
-    return FABAttack_PT(model, norm=norm, n_restarts=int(n_restarts), n_iter=int(n_iter), eps=float(eps),
+    return FABBinary(model, norm=norm, n_restarts=int(n_restarts), n_iter=int(n_iter), eps=float(eps),
                         alpha_max=float(alpha_max), eta=float(eta), beta=float(beta), verbose=False,
                         seed=int(seed), targeted=False, device=device,
                         n_target_classes=int(n_target_classes))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,10 @@ from .cascade import CLEAN, ChunkOutcome, attack_chunk
 from .checks import FlagCollector, run_model_checks, square_check
 from .config import RobustnessConfig, parse_config
 from .counting import CountingModel
+from .floor import required_passes
+from .gaming import run_checks
+
+REPO = Path(__file__).resolve().parents[2]  # the transfer surrogate's model.yaml is relative to it
 
 NAME = "robustness"
 
@@ -32,8 +37,20 @@ def model_device(model: torch.nn.Module, fallback: torch.device) -> torch.device
 class RobustnessBattery:
     name = NAME
 
-    def __init__(self, *, attacks: Registry | None = None) -> None:
+    def __init__(self, *, attacks: Registry | None = None, surrogate: torch.nn.Module | None = None) -> None:
         self.attacks = attacks if attacks is not None else ATTACKS
+        self._surrogate = surrogate  # tests inject one; otherwise the spec's, loaded once
+
+    def surrogate(self, cfg: RobustnessConfig, device: torch.device) -> torch.nn.Module | None:
+        if (self._surrogate is None and cfg.checks is not None and cfg.checks.transfer_surrogate
+                and cfg.checks.transfer_points):
+            from ..models import load_submission
+
+            path = REPO / cfg.checks.transfer_surrogate
+            if not path.exists():
+                return None
+            self._surrogate = load_submission(path, device=str(device)).model
+        return self._surrogate
 
     def config(self, config: dict[str, Any]) -> RobustnessConfig:
         return parse_config(config, registry=self.attacks)
@@ -58,17 +75,35 @@ class RobustnessBattery:
         x, y, ids = evalset.x[lo:hi], evalset.y[lo:hi], list(evalset.ids[lo:hi])
 
         log = FlagCollector()
-        n_check = min(cfg.batch_size, len(ids))
-        run_model_checks(model, x[:n_check].to(device), y[:n_check].to(device), log=log)
         counter = CountingModel(model)
+        if key == keys[0]:  # AutoAttack's model checks: once per run (the first shard), on real images
+            n_check = min(cfg.checks.model_points if cfg.checks else cfg.batch_size, len(ids))
+            counter.phase = "check-model"
+            run_model_checks(counter, x[:n_check].to(device), y[:n_check].to(device), log=log)
         outcome = attack_chunk(counter, x, y, ids, cfg=cfg, registry=self.attacks, seed=seed, device=device,
                                log=log)
+        gaming: dict[str, Any] = {}
+        if cfg.checks is not None:
+            linf = cfg.by_norm("linf")
+            surrogate = self.surrogate(cfg, device)
+            rep = run_checks(counter, x, y, outcome, checks=cfg.checks, registry=self.attacks,
+                             attack_options={a.name: a.options for a in cfg.attacks},
+                             largest_linf=linf[-1] if linf else None, headline=cfg.budget(cfg.headline),
+                             surrogate=surrogate, seed=seed, device=device, log=log)
+            log.flags += rep.flags
+            gaming = rep.info
+            if surrogate is None and cfg.checks.transfer_points:
+                gaming["transfer"] = {"skipped": f"surrogate {cfg.checks.transfer_surrogate} not found"}
         info = {
             "n": len(ids),
             "entering": outcome.entering,
             "breaks": outcome.breaks,
             "seconds": outcome.seconds,
             "passes": counter.totals(),
+            "steps": {b: {a: {"points": len(v), "steps": int(sum(v))} for a, v in per.items()}
+                      for b, per in outcome.steps.items()},
+            "n_broken": sum(len(o.adv) for o in outcome.norms.values()),
+            "checks": gaming,
         }
         return ShardOutput(samples=_samples(outcome), tensors=_kept_images(outcome, cfg), flags=log.unique(),
                            info=info)
@@ -111,6 +146,9 @@ class RobustnessBattery:
             "broken_by_attack": {a.name: sum(c["broken_by"][a.name] for c in curve) for a in cfg.attacks},
             "seconds_by_attack": seconds,
             "passes": _sum_passes(infos),
+            "passes_required": _required(cfg, infos, n),
+            "steps": _sum_steps(infos),
+            "checks": _sum_checks(infos),
         }
         return BatteryResult(samples=samples, metrics=metric_defs(cfg),
                              flags=self._merge_flags([outputs[k].flags for k in keys], log.unique(), samples,
@@ -172,16 +210,55 @@ def _samples(o: ChunkOutcome) -> pd.DataFrame:
 
 
 def _kept_images(o: ChunkOutcome, cfg: RobustnessConfig) -> dict[str, torch.Tensor]:
-    """Adversarial images at the headline budget of the images with label ``keep_adversarial_label``
-    that the cascade broke there (or at a smaller budget). Robust or misclassified-clean images: none."""
+    """The headline-budget attacked point of every image with label ``keep_adversarial_label`` that is
+    correctly classified clean: its adversarial example where the cascade broke it (there or at a smaller
+    budget), otherwise the final point of the first APGD attack (APGD-CE's highest-loss point at the headline
+    budget). ``robust/<headline>/broken`` says which is which. Misclassified-clean images: none."""
     head = cfg.budget(cfg.headline)
     out = o.norms[head.norm]
     k = out.budgets.index(head)
-    return {
-        f"adv/{head.id}/{o.ids[i]}": img.contiguous()
-        for i, img in sorted(out.adv.items())
-        if int(o.y[i]) == cfg.keep_adversarial_label and out.first[i] <= k
-    }
+    final = o.final.get(head.id, {})
+    kept = {}
+    for i in range(len(o.ids)):
+        if int(o.y[i]) != cfg.keep_adversarial_label or not bool(o.clean_correct[i]):
+            continue
+        img = out.adv[i] if 0 <= out.first[i] <= k else final.get(i)
+        if img is not None:
+            kept[f"adv/{head.id}/{o.ids[i]}"] = img.contiguous()
+    return kept
+
+
+def _sum_steps(infos: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, int]]]:
+    steps: dict[str, dict[str, dict[str, int]]] = {}
+    for i in infos:
+        for b, per in i.get("steps", {}).items():
+            for a, rec in per.items():
+                t = steps.setdefault(b, {}).setdefault(a, {"points": 0, "steps": 0})
+                t["points"] += rec["points"]
+                t["steps"] += rec["steps"]
+    return steps
+
+
+def _required(cfg: RobustnessConfig, infos: list[dict[str, Any]], n: int) -> dict[str, dict[str, int]]:
+    """The passes the spec requires for these points (floor.py); shards of older runs lack the steps."""
+    if not all("steps" in i for i in infos):
+        return {}
+    steps = _sum_steps(infos)
+    return required_passes(cfg, n_images=n, n_broken=sum(i["n_broken"] for i in infos), steps=steps,
+                           done=_sum_passes(infos))
+
+
+def _sum_checks(infos: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    total: dict[str, dict[str, Any]] = {}
+    for info in infos:
+        for name, c in info.get("checks", {}).items():
+            t = total.setdefault(name, {})
+            for k, v in c.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "eps":
+                    t[k] = t.get(k, 0) + v
+                elif k not in t:
+                    t[k] = v
+    return total
 
 
 def _sum_passes(infos: list[dict[str, Any]]) -> dict[str, dict[str, int]]:

@@ -12,9 +12,13 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from pyautoattack.square import SquareAttack
 
-from ..errors import EvaluationBug
+from .. import decision
+from ..errors import EvaluationBug, ModelMisbehaviour
 from ..registry import Registry
+from . import apgd
+from .attacks import FABBinary
 from .checks import FlagCollector
 from .config import Budget, RobustnessConfig
 from .counting import CountingModel
@@ -32,6 +36,7 @@ class NormOutcome:
     attack: dict[int, str] = field(default_factory=dict)
     dist: dict[int, float] = field(default_factory=dict)
     adv: dict[int, torch.Tensor] = field(default_factory=dict)  # on the CPU, 1 x H x W
+    logits: dict[int, torch.Tensor] = field(default_factory=dict)  # the logits that decided each break
 
 
 @dataclass
@@ -43,6 +48,11 @@ class ChunkOutcome:
     entering: dict[str, int]  # budget id -> points still robust when the budget started
     breaks: dict[str, dict[str, int]]  # budget id -> attack -> points it broke at that budget
     seconds: dict[str, dict[str, float]]  # budget id -> attack -> wall seconds
+    clean_logits: torch.Tensor | None = None  # CPU, N x 2
+    # Points still robust at a budget: the first APGD attack's highest-loss point there (budget id -> i -> x).
+    final: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
+    # budget id -> attack -> per attacked point, the steps (APGD, FAB) or queries (Square) it was given
+    steps: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
 
 def derive_seed(base: int, *parts: object) -> int:
@@ -56,9 +66,90 @@ def distance(adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
     return d.abs().amax(dim=1) if norm == "linf" else d.pow(2).sum(dim=1).sqrt()
 
 
-def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+def logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     with torch.no_grad():
-        return torch.cat([model(x[i : i + batch_size]).argmax(dim=1) for i in range(0, len(x), batch_size)])
+        return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]).float()
+
+
+def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """The one decision rule (fxbench.decision: a tie is a fracture)."""
+    return decision.predict(logits(model, x, batch_size))
+
+
+@dataclass
+class AttackRun:
+    adv: torch.Tensor  # the attack's output (the clean point where it found nothing)
+    best: torch.Tensor | None = None  # APGD: the highest-loss point of every point
+    broken: torch.Tensor | None = None  # decided by fxbench's rule on fxbench's forward pass inside the attack
+    steps: torch.Tensor | None = None  # per point: the steps (APGD) or queries (Square) it needed
+
+
+def run_attack(attack, x: torch.Tensor, y: torch.Tensor) -> AttackRun:
+    """Run an attack on points that are all classified correctly (the cascade attacks only those), without the
+    attack's own clean forward pass. APGD stops each point once it is broken (apgd.py); Square already does."""
+    if apgd.supports(attack):
+        attack.init_hyperparam(x)
+        x, y = x.detach().clone().float(), y.detach().clone().long()
+        _seed(attack.seed, x)
+        adv, best, best_loss = x.clone(), x.clone(), torch.full((len(x),), -float("inf"), device=x.device)
+        todo = torch.ones(len(x), dtype=torch.bool, device=x.device)
+        steps = torch.zeros(len(x), dtype=torch.long)
+        for _ in range(attack.n_restarts):
+            idx = todo.nonzero().flatten()
+            if idx.numel() == 0:
+                break
+            x_best, acc, loss_best, x_best_adv, broke_at = apgd.attack_single_run(attack, x[idx].clone(),
+                                                                                  y[idx].clone())
+            hit = acc == 0
+            adv[idx[hit]] = x_best_adv[hit].clone()
+            todo[idx[hit]] = False
+            steps[idx.cpu()] += torch.where(broke_at >= 0, broke_at + 1, attack.n_iter + 1) * attack.eot_iter
+            better = loss_best > best_loss[idx]
+            best[idx[better]] = x_best[better].clone()
+            best_loss[idx[better]] = loss_best[better]
+        return AttackRun(adv, best, ~todo.cpu(), steps)
+    if isinstance(attack, SquareAttack) and not attack.targeted:
+        attack.init_hyperparam(x)
+        x, y = x.detach().clone().float(), y.detach().clone().long()
+        _seed(attack.seed, x)
+        adv = x.clone()
+        steps = torch.zeros(len(x), dtype=torch.long)
+        todo = torch.ones(len(x), dtype=torch.bool, device=x.device)
+        for _ in range(attack.n_restarts):
+            idx = todo.nonzero().flatten()
+            if idx.numel() == 0:
+                break
+            n_q, adv_curr = attack.attack_single_run(x[idx].clone(), y[idx].clone())
+            steps[idx.cpu()] += n_q.long().cpu()
+            with torch.no_grad():
+                hit = decision.predict(attack.predict(adv_curr)) != y[idx]
+            adv[idx[hit]] = adv_curr[hit].clone()
+            todo[idx[hit]] = False
+        return AttackRun(adv, None, ~todo.cpu(), steps)
+    return AttackRun(attack.perturb(x, y))
+
+
+def _seed(seed: int, x: torch.Tensor) -> None:
+    torch.random.manual_seed(seed)
+    if x.is_cuda:
+        torch.cuda.random.manual_seed(seed)
+
+
+def fab_points(attack, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """FAB's minimal-norm points without a random start: they do not depend on eps, so the cascade runs FAB
+    once per norm and reuses its points at every budget (perturb() keeps those within eps)."""
+    torch.random.manual_seed(attack.seed)
+    if x.is_cuda:
+        torch.cuda.random.manual_seed(attack.seed)
+    with torch.no_grad():
+        return attack.attack_single_run(x.clone(), y.clone(), use_rand_start=False, is_targeted=False)
+
+
+def within(adv: torch.Tensor, x: torch.Tensor, norm: str, eps: float) -> torch.Tensor:
+    """FAB perturb()'s own test (float32), so reused points are kept exactly where a run at eps kept them."""
+    d = (x - adv).reshape(x.shape[0], -1)
+    res = d.abs().max(1)[0] if norm == "linf" else (d**2).sum(dim=-1).sqrt()
+    return res <= eps
 
 
 def _bound(b: Budget, cfg: RobustnessConfig) -> float:
@@ -94,18 +185,24 @@ def attack_chunk(model: CountingModel, x: torch.Tensor, y: torch.Tensor, ids: li
                  log: FlagCollector) -> ChunkOutcome:
     x, y_dev = x.to(device), y.to(device)
     model.phase = CLEAN
-    correct = (predict(model, x, cfg.batch_size) == y_dev).cpu()
+    z_clean = logits(model, x, cfg.batch_size)
+    correct = (decision.predict(z_clean, where="on clean evaluation images") == y_dev).cpu()
     norms: dict[str, NormOutcome] = {}
     entering: dict[str, int] = {}
     breaks: dict[str, dict[str, int]] = {}
     seconds: dict[str, dict[str, float]] = {}
+    final: dict[str, dict[int, torch.Tensor]] = {}
+    steps: dict[str, dict[str, list[int]]] = {}
+    final_by: dict[str, str] = {}  # budget id -> the attack whose final points are kept (the first APGD)
     for norm in ("linf", "l2"):
         budgets = cfg.by_norm(norm)
         out = NormOutcome(budgets=budgets, first=[-1] * len(ids))
         robust = correct.clone()
+        fab_cache: dict[str, dict[int, torch.Tensor]] = {}  # attack -> image -> FAB's point (once per norm)
         for k, b in enumerate(budgets):
             entering[b.id] = int(robust.sum())
-            breaks[b.id], seconds[b.id] = {}, {}
+            breaks[b.id], seconds[b.id], final[b.id] = {}, {}, {}
+            steps[b.id] = {a.name: [] for a in cfg.attacks}
             for spec in cfg.attacks:
                 entry = registry.get(spec.name)
                 todo = robust.nonzero().flatten()
@@ -119,13 +216,44 @@ def attack_chunk(model: CountingModel, x: torch.Tensor, y: torch.Tensor, ids: li
                     model.phase = spec.name
                     _sync(device)
                     t0 = time.perf_counter()
-                    adv = attack.perturb(xb.clone(), yb.clone()).detach()
+                    run = None
+                    if isinstance(attack, FABBinary) and attack.n_restarts == 1:
+                        cache = fab_cache.setdefault(spec.name, {})
+                        new = [j for j, i in enumerate(sel.tolist()) if i not in cache]
+                        if new:  # in practice only at the norm's first budget: the robust set only shrinks
+                            pts = fab_points(attack, xb[new], yb[new]).detach()
+                            for j, p in zip(new, pts):
+                                cache[int(sel[j])] = p
+                        pts = torch.stack([cache[i] for i in sel.tolist()])
+                        adv = torch.where(within(pts, xb, norm, b.eps).view(-1, 1, 1, 1), pts, xb)
+                        steps[b.id][spec.name] += [attack.n_iter if j in new else 0 for j in range(len(sel))]
+                    else:
+                        run = run_attack(attack, xb.clone(), yb.clone())
+                        adv = run.adv.detach()
+                        if run.steps is not None:
+                            steps[b.id][spec.name] += run.steps.tolist()
                     _sync(device)
                     seconds[b.id][spec.name] += time.perf_counter() - t0
                     dist = check_feasible(adv, xb, batch_ids, budget=b, cfg=cfg, source=spec.name).cpu()
-                    # Success is decided here, in a forward pass of our own, not by the attack's bookkeeping.
-                    model.phase = "verify"
-                    fooled = (predict(model, adv, cfg.batch_size) != yb).cpu()
+                    if run is not None and run.best is not None and final_by.setdefault(b.id, spec.name) == spec.name:
+                        # the first APGD attack's highest-loss points: the headline's attacked point of a robust image
+                        check_feasible(run.best, xb, batch_ids, budget=b, cfg=cfg, source=f"{spec.name} (final point)")
+                        final[b.id].update({int(i): run.best[j].detach().float().cpu() for j, i in enumerate(sel)})
+                    z_moved, pos = None, {}
+                    if run is not None and run.broken is not None:
+                        # Decided inside the attack by fxbench's rule on a forward pass through `model` (ours);
+                        # verify_outcome re-checks every break from scratch.
+                        fooled = run.broken.clone()
+                    else:
+                        # Success is decided here, in a forward pass of our own, not by the attack's bookkeeping.
+                        # Points the attack left unchanged are the clean points, known to be classified correctly.
+                        moved = (adv != xb).reshape(len(xb), -1).any(dim=1).nonzero().flatten()
+                        fooled = torch.zeros(len(xb), dtype=torch.bool)
+                        if len(moved):
+                            model.phase = "verify"
+                            z_moved = logits(model, adv[moved], cfg.batch_size)
+                            fooled[moved.cpu()] = (decision.predict(z_moved) != yb[moved]).cpu()
+                            pos = {int(j): r for r, j in enumerate(moved.tolist())}
                     hits = fooled.nonzero().flatten()
                     adv_hits = adv[hits.to(device)].float().cpu()  # one copy off the device per batch
                     for h, j in enumerate(hits.tolist()):
@@ -135,10 +263,12 @@ def attack_chunk(model: CountingModel, x: torch.Tensor, y: torch.Tensor, ids: li
                         out.attack[i] = spec.name
                         out.dist[i] = float(dist[j])
                         out.adv[i] = adv_hits[h].clone()
+                        if z_moved is not None:
+                            out.logits[i] = z_moved[pos[j]].cpu().clone()
                     breaks[b.id][spec.name] += int(fooled.sum())
         norms[norm] = out
     outcome = ChunkOutcome(ids=list(ids), y=y.cpu(), clean_correct=correct, norms=norms, entering=entering,
-                           breaks=breaks, seconds=seconds)
+                           breaks=breaks, seconds=seconds, clean_logits=z_clean.cpu(), final=final, steps=steps)
     model.phase = "verify"
     verify_outcome(model, x.cpu(), outcome, cfg=cfg, device=device)
     return outcome
@@ -167,12 +297,25 @@ def verify_outcome(model: torch.nn.Module, x: torch.Tensor, outcome: ChunkOutcom
             z = torch.cat([model(a.to(device)) for a in adv.split(cfg.batch_size)]).float().cpu()
         # A re-evaluation in another batch composition may differ by float rounding (different kernels), so
         # only a point classified correctly by more than that rounding is a violation.
+        decision.require_finite(z, where="when its adversarial examples were re-evaluated")
         yb = outcome.y[broken]
-        margin = z.gather(1, yb[:, None]).squeeze(1) - z.gather(1, (1 - yb)[:, None]).squeeze(1)
+        margin = decision.correct_margin(z, yb)
         tol = cfg.logit_rtol * z.abs().amax(dim=1).clamp(min=1.0)
         still = margin > tol
         if still.any():
             j = int(still.nonzero()[0])
+            before = out.logits.get(broken[j])
+            with torch.no_grad():  # the same input, twice more: a deterministic model gives the same logits
+                again = [model(adv[j : j + 1].to(device)).float().cpu()[0] for _ in range(2)]
+            seen = [z[j], *again]
+            if any(not bool(((a - seen[0]).abs() <= tol[j]).all()) for a in seen[1:]):
+                raise ModelMisbehaviour(
+                    f"the model gave different logits for the same input ({norm} adversarial example of image "
+                    f"{ids[j]}, by {out.attack[broken[j]]}): "
+                    f"{[[round(v, 6) for v in a.tolist()] for a in ([before] if before is not None else []) + seen]}. "
+                    "Its output on attacked inputs is random or depends on the rest of the batch; fxbench cannot "
+                    "give such a model a robustness number"
+                )
             raise EvaluationBug(
                 f"{norm}: the adversarial example of image {ids[j]} (by {out.attack[broken[j]]}) is classified "
                 f"correctly when re-evaluated (logits {z[j].tolist()})"

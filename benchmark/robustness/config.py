@@ -40,6 +40,23 @@ class AttackSpec:
 
 
 @dataclass(frozen=True)
+class GamingChecks:
+    """The evaluator's checks against an inflated number (v2 spec section `checks`; v1 has none)."""
+
+    fd_points: int            # points per chunk whose autograd gradient is compared with finite differences
+    fd_step: float            # central-difference step, canonical pixels
+    fd_rtol: float            # relative disagreement that counts as a mismatch
+    fd_max_share: float       # flag when more than this share of the checked points mismatch
+    unbounded_points: int     # points per chunk still robust at the largest L-inf budget, attacked at eps
+    unbounded_eps: float      # (L-inf, pixels; 1.0 = the whole box, every image reachable)
+    unbounded_attack: str     # a registered white-box attack, with the options of its cascade entry
+    transfer_surrogate: str | None  # model.yaml of the surrogate (relative to the repository), or None
+    transfer_points: int      # points per chunk robust at the headline budget attacked on the surrogate
+    transfer_attack: str
+    model_points: int         # images AutoAttack's model checks run on (once per run)
+
+
+@dataclass(frozen=True)
 class RobustnessConfig:
     chunk_size: int
     batch_size: int
@@ -51,6 +68,7 @@ class RobustnessConfig:
     l2_rtol: float
     logit_rtol: float
     square_flag_alpha: float
+    checks: GamingChecks | None = None
 
     def budget(self, budget_id: str) -> Budget:
         for b in self.budgets:
@@ -125,15 +143,42 @@ def parse_config(config: dict[str, Any], *, registry: Registry) -> RobustnessCon
     label = _need(config, "keep_adversarial_label")
     if label not in (0, 1):
         raise FxbenchError(f"{SPEC}: 'keep_adversarial_label' must be 0 or 1, got {label!r}.")
+    attacks = _attacks(_need(config, "attacks"), registry)
     return RobustnessConfig(
+        checks=_checks(config.get("checks"), attacks),
         chunk_size=_positive_int(config, "chunk_size"),
         batch_size=_positive_int(config, "batch_size"),
         headline=headline,
         keep_adversarial_label=int(label),
         budgets=budgets,
-        attacks=_attacks(_need(config, "attacks"), registry),
+        attacks=attacks,
         linf_atol=float(_need(verify, "linf_atol", "verify.")),
         l2_rtol=float(_need(verify, "l2_rtol", "verify.")),
         logit_rtol=float(_need(verify, "logit_rtol", "verify.")),
         square_flag_alpha=float(_need(config, "square_flag_alpha")),
+    )
+
+
+def _checks(raw: Any, attacks: tuple[AttackSpec, ...]) -> GamingChecks | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise FxbenchError(f"{SPEC}: 'checks' must be a mapping, got {raw!r}.")
+    fd, unb, tr = (_need(raw, k, "checks.") for k in ("finite_differences", "unbounded", "transfer"))
+    names = [a.name for a in attacks]
+    for where, section in (("unbounded", unb), ("transfer", tr)):
+        if _need(section, "attack", f"checks.{where}.") not in names:
+            raise FxbenchError(f"{SPEC}: 'checks.{where}.attack' must be one of the cascade's attacks {names}.")
+    return GamingChecks(
+        fd_points=int(_need(fd, "points", "checks.finite_differences.")),
+        fd_step=float(_need(fd, "step", "checks.finite_differences.")),
+        fd_rtol=float(_need(fd, "rtol", "checks.finite_differences.")),
+        fd_max_share=float(_need(fd, "max_share", "checks.finite_differences.")),
+        unbounded_points=int(_need(unb, "points", "checks.unbounded.")),
+        unbounded_eps=float(_need(unb, "eps", "checks.unbounded.")),
+        unbounded_attack=str(unb["attack"]),
+        transfer_surrogate=tr.get("surrogate"),
+        transfer_points=int(_need(tr, "points", "checks.transfer.")),
+        transfer_attack=str(tr["attack"]),
+        model_points=int(_need(_need(raw, "model", "checks."), "points", "checks.model.")),
     )

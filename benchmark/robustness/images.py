@@ -6,14 +6,16 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-HEADLINE = "linf-4"  # must match `headline` in specs/v1/robustness.yaml (a test checks it)
+HEADLINE = "linf-4"  # must match `headline` in specs/v1 and v2 robustness.yaml (a test checks it)
 
 
 def adversarial_images(tensors: Mapping[str, torch.Tensor], image_ids: Sequence[str], clean_x: torch.Tensor,
                        *, budget: str = HEADLINE) -> torch.Tensor:
     """``clean_x`` (N x 1 x H x W, in the order of ``image_ids``) with each image replaced by its kept
-    adversarial example ``adv/<budget>/<image_id>`` where there is one. Images without one (robust at the
-    budget, or misclassified clean) stay clean: for them the clean image is the worst case the cascade found.
+    attacked point ``adv/<budget>/<image_id>`` where there is one. v2 keeps one for every image of the kept
+    label that is classified correctly clean: the adversarial example where the cascade broke it
+    (``robust/<budget>/broken``), otherwise APGD-CE's highest-loss point at the budget. v1 kept broken images
+    only. Images without one (misclassified clean, or the other label) stay clean.
     """
     if clean_x.ndim != 4 or clean_x.shape[0] != len(image_ids):
         raise ValueError(f"clean_x must be N x 1 x H x W with N = {len(image_ids)}, got {tuple(clean_x.shape)}")
@@ -30,5 +32,6 @@ def adversarial_images(tensors: Mapping[str, torch.Tensor], image_ids: Sequence[
 
 def has_adversarial(tensors: Mapping[str, torch.Tensor], image_ids: Sequence[str], *,
                     budget: str = HEADLINE) -> torch.Tensor:
-    """Bool (N,): which images have a kept adversarial example at ``budget``."""
+    """Bool (N,): which images have a kept attacked point at ``budget`` (broken or not: see
+    ``robust/<budget>/broken`` for which of them changed the prediction)."""
     return torch.tensor([f"adv/{budget}/{i}" in tensors for i in image_ids], dtype=torch.bool)

@@ -1,0 +1,74 @@
+"""The passes a spec requires for a given set of points: the floor against which the passes done are compared.
+
+"Required" means: what an evaluation needs that stops attacking a point at the first step that breaks it and
+never evaluates the same point twice, given which points each attack had to attack and at which step each one
+broke (the ``steps`` the cascade records). Per image:
+- clean: one forward pass.
+(Pass counts: "fwd" counts every forward pass, those with a graph to the input included; "fwd_grad" those
+with a graph; "bwd" backward passes.)
+- APGD (per attack and budget): one forward pass with a graph and one backward pass per step until the point
+  broke (the random start counts as step 0), n_iter + 1 steps per restart if it never broke, times eot_iter.
+- FAB (once per norm, reused across budgets when it has no random start): per step one gradient pass (the
+  difference of the two logits) and one forward pass (is the new point adversarial?), plus one forward pass at
+  the start. A minimal-norm attack needs all its steps: it keeps shrinking the perturbation after a success.
+- Square: one forward pass per query the point was given (the library stops querying a broken point).
+- verify: one forward pass per recorded adversarial example (the independent re-check).
+- checks (phases starting "check-"): as done; their size is fixed by the spec (`checks`, points per chunk).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import RobustnessConfig
+
+KINDS = ("fwd", "fwd_grad", "bwd")
+
+
+def _zero() -> dict[str, int]:
+    return dict.fromkeys(KINDS, 0)
+
+
+def required_passes(cfg: RobustnessConfig, *, n_images: int, n_broken: int,
+                    steps: dict[str, dict[str, dict[str, int]]],
+                    done: dict[str, dict[str, int]] | None = None) -> dict[str, dict[str, int]]:
+    """``steps``: budget id -> attack -> {"points": attacked points, "steps": sum of their steps (APGD, FAB) or
+    queries (Square)}, as recorded in the battery's info. ``n_broken``: adversarial examples recorded (one per
+    image and norm). ``done``: the passes done, for the check phases (required = done there)."""
+    req: dict[str, dict[str, int]] = {"clean": {"fwd": n_images, "fwd_grad": 0, "bwd": 0},
+                                      "verify": {"fwd": n_broken, "fwd_grad": 0, "bwd": 0}}
+    opts = {a.name: a.options for a in cfg.attacks}
+    for per_attack in steps.values():
+        for name, rec in per_attack.items():
+            r = req.setdefault(name, _zero())
+            s = int(rec["steps"])
+            if name.startswith("apgd"):
+                r["fwd"] += s
+                r["fwd_grad"] += s
+                r["bwd"] += s
+            elif name == "fab":
+                started = s // max(int(opts[name]["n_iter"]), 1)  # points FAB ran on (reused ones record 0)
+                r["fwd"] += 2 * s + started  # "fwd" counts every forward, the gradient ones included
+                r["fwd_grad"] += s
+                r["bwd"] += s
+            else:  # square: queries
+                r["fwd"] += s
+    for phase, c in (done or {}).items():
+        if phase.startswith("check-"):
+            req[phase] = dict(c)
+    return dict(sorted(req.items()))
+
+
+def ratios(done: dict[str, dict[str, int]], required: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """Per phase and in total: passes done / passes required (images through fwd + backward passes)."""
+    def total(c: dict[str, int]) -> int:
+        return int(c.get("fwd", 0)) + int(c.get("bwd", 0))
+
+    out: dict[str, Any] = {}
+    for phase in sorted(set(done) | set(required)):
+        d, r = total(done.get(phase, {})), total(required.get(phase, {}))
+        out[phase] = {"done": d, "required": r, "ratio": round(d / r, 3) if r else None}
+    d = sum(total(c) for c in done.values())
+    r = sum(total(c) for c in required.values())
+    out["total"] = {"done": d, "required": r, "ratio": round(d / r, 3) if r else None}
+    return out
