@@ -49,7 +49,9 @@ def board_table(t: BoardTable, *, link_root: str) -> str:
         cells = []
         for c in t.columns:
             if c.key == "rank":
-                cells.append(_td(str(row.rank), str(row.rank)))
+                cells.append(_td("–", "") if row.rank is None else _td(str(row.rank), str(row.rank)))
+            elif c.key == "reason":
+                cells.append(_td(escape(row.reason)))
             elif c.key == "submission":
                 cells.append(_td(f"<a href=\"{link_root}{r.version}/{r.id}.html\">{escape(r.name)}</a> "
                                  f"<code>{escape(r.id)}</code>"))
@@ -59,9 +61,21 @@ def board_table(t: BoardTable, *, link_root: str) -> str:
                 cells.append(_td(_flags(r.flags)))
             else:
                 m = r.metrics.get(c.key)
-                cells.append(_td(escape(fmt.metric(m) or fmt.NA), fmt.sort_value(m), "num"))
+                cells.append(_td(escape(fmt.metric(m, min_n=t.min_n_for_ci) or fmt.NA), fmt.sort_value(m), "num"))
         body.append(f"<tr data-id=\"{escape(r.id)}\">{''.join(cells)}</tr>")
-    return (f"<table class=\"board sortable\" id=\"board-{t.version}-{t.preset}\">\n<thead><tr>{head}</tr></thead>\n"
+    for ref in t.references:  # trivial classifiers: visible, marked, never ranked
+        cells = []
+        for c in t.columns:
+            if c.key == "submission":
+                cells.append(_td(f"<em>reference: {escape(ref.name)}</em>"))
+            elif c.group:
+                m = ref.metrics.get(c.key)
+                cells.append(_td(escape(fmt.metric(m) or ""), fmt.sort_value(m), "num"))
+            else:
+                cells.append(_td(""))
+        body.append(f"<tr class=\"reference\">{''.join(cells)}</tr>")
+    tid = f"board-{t.version}-{t.preset}" + ("-flagged" if t.kind == "flagged" else "")
+    return (f"<table class=\"board sortable\" id=\"{tid}\">\n<thead><tr>{head}</tr></thead>\n"
             f"<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>")
 
 
@@ -80,8 +94,14 @@ def index(sections: list[dict[str, Any]]) -> str:
         parts.append(f"<section id=\"{v}\">\n<h2>Benchmark {v}</h2>\n<p>{escape(s['note'])}</p>")
         parts.append(f"<p><a href=\"{v}/methods.html\">Explanation methods view</a></p>")
         for t in s["tables"]:
-            title = "Models" if t.preset == "full" else "Quick preset (reduced batteries: not leaderboard-grade)"
-            parts.append(f"<h3>{escape(title)}</h3>\n{board_table(t, link_root='')}")
+            if t.min_n_for_ci is None:  # v1: as before
+                title = "Models" if t.preset == "full" else "Quick preset (reduced batteries: not leaderboard-grade)"
+            else:
+                from .markdown import TITLES
+
+                title = TITLES[t.kind]
+            note = f"<p>{escape(t.note)}</p>\n" if t.note else ""
+            parts.append(f"<h3>{escape(title)}</h3>\n{note}{board_table(t, link_root='')}")
         for preset, images in s["scatters"]:
             if not images:
                 continue
