@@ -163,7 +163,8 @@ def test_model_metric_scores_do_not_depend_on_the_batch(signed_linear):
                 m.params(**params),
             ).values
 
-        assert run([1], [5])[0] == pytest.approx(run([0, 1, 2], [4, 5, 6])[1], abs=1e-12), name
+        # float32 batched matmuls differ in the last bits: equal to 1e-6, not bit for bit
+        assert run([1], [5])[0] == pytest.approx(run([0, 1, 2], [4, 5, 6])[1], abs=1e-6), name
 
 
 def test_localisation_scores_do_not_depend_on_the_batch():

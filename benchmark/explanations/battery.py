@@ -161,12 +161,9 @@ class ExplanationBattery:
         return ShardOutput(samples=pd.DataFrame(cols.data), info={**info, "nan": cols.nan})
 
     def _image_seeds(self, ctx: RunContext, ids: list[str], cfg: XaiConfig):
-        """v2: one seed per (image, map, metric), from the run seed and the image id: never the shard's."""
-        if not cfg.per_image_seeds:
-            return None
-        return lambda name, metric, keep: np.array(
-            [sub_seed(ctx.seed, "xai", name, metric, i) for i, k in zip(ids, keep) if k], dtype=np.int64
-        )
+        """v2: seeds from the run seed and the image id (per image) or the run seed alone (per metric),
+        never the shard's: a score must not depend on which images share its shard."""
+        return _RunSeeds(ctx.seed, ids) if cfg.per_image_seeds else None
 
     def _subgroup_columns(self, cols: _Columns, ctx: RunContext, ids, masks, cfg: XaiConfig) -> None:
         """v2: mask size and its tercile; detected (clean prediction fracture) or missed."""
@@ -275,7 +272,7 @@ class ExplanationBattery:
                     explain,
                     src.device,
                     src.batch_size,
-                    sub_seed(seed, name, metric),
+                    sub_seed(seed, name, metric) if image_seeds is None else image_seeds.metric(name, metric),
                     None if image_seeds is None else image_seeds(name, metric, in_subset),
                     src.ties,
                     src.constant_maps,
@@ -605,6 +602,19 @@ def _metric_inputs(x, maps, masks, model, device, cfg, seed: int) -> MetricInput
         ties=cfg.ties,
         constant_maps=cfg.constant_maps,
     )
+
+
+class _RunSeeds:
+    def __init__(self, run_seed: int, ids: list[str]):
+        self.run_seed, self.ids = run_seed, ids
+
+    def metric(self, name: str, metric: str) -> int:
+        return sub_seed(self.run_seed, "xai", name, metric)
+
+    def __call__(self, name: str, metric: str, keep: np.ndarray) -> np.ndarray:
+        return np.array(
+            [sub_seed(self.run_seed, "xai", name, metric, i) for i, k in zip(self.ids, keep) if k], dtype=np.int64
+        )
 
 
 def _column_by_id(ctx: RunContext, battery: str, col: str) -> dict[str, Any]:

@@ -332,8 +332,11 @@ def _one(inp: MetricInputs, m, softmax, explain: bool, i: slice, seed: int) -> l
     )
 
 
-def _call(m, inp: MetricInputs, softmax: bool | None, explain: bool = False) -> list:
-    if inp.seeds is None:  # v1: one call on the whole batch
+def _call(m, inp: MetricInputs, softmax: bool | None, explain: bool = False, random: bool = True) -> list:
+    """``random``: the metric draws random numbers per image from a shared generator (FaithfulnessCorrelation's
+    subsets, MaxSensitivity's noise), so v2 runs it image by image with the image's seed; deterministic
+    metrics (PixelFlipping, MPRT with its fixed seed) run on the whole batch, normalisation off."""
+    if inp.seeds is None or not random:  # v1, or a deterministic metric: one call on the whole batch
         return _one(inp, m, softmax, explain, slice(None), inp.seed)
     out: list = []
     for j, seed in enumerate(inp.seeds):  # v2: image by image, each with its own seed
@@ -377,7 +380,7 @@ def _pixel_flipping(inp: MetricInputs, p: PixelFlippingParams) -> np.ndarray:
         **_per_image(inp),
         **_quiet,
     )
-    curves = np.asarray(_call(m, inp, p.softmax), dtype=float)
+    curves = np.asarray(_call(m, inp, p.softmax, random=False), dtype=float)
     if p.normalised:
         if not isinstance(p.perturb_baseline, float):
             raise ValueError("pixel_flipping: normalised curves need a numeric perturb_baseline")
@@ -416,7 +419,7 @@ def _mprt(inp: MetricInputs, p: MPRTParams) -> np.ndarray:
         **_quiet,
     )
     try:
-        return np.asarray(_call(m, inp, False, explain=True), dtype=float)
+        return np.asarray(_call(m, inp, False, explain=True, random=False), dtype=float)
     except IndexError:  # Quantus found no module with reset_parameters() to randomise
         from .methods import UnsupportedMethod
 
