@@ -7,6 +7,7 @@ reference computed by hand; MPRT on models whose answer is known; the battery's 
 from __future__ import annotations
 
 import copy
+import io
 
 import numpy as np
 import pytest
@@ -407,6 +408,7 @@ def test_battery_under_attack_scores_stored_points_only_and_splits_flipped():
     }
     b = ExplanationBattery()
     cfg, ctx = v2_small_config(), _ctx(tensors, prev)
+    cfg["gallery"] = {**cfg["gallery"], "images": 4, "dpi": 50}  # size_px 448 at 50 dpi
     outs = {
         k: b.run_shard(k, model=model, evalset=evalset, config=cfg, ctx=ctx) for k in b.shards(evalset, cfg)
     }
@@ -432,3 +434,33 @@ def test_battery_under_attack_scores_stored_points_only_and_splits_flipped():
     # IG on a linear model is exact: completeness error ~0
     assert (s["xai/integrated_gradients/completeness_error"] < 1e-4).all()
     assert "xai-completeness" not in {f.code for f in res.flags}
+    # the gallery: every fractured image here (4), references apart from methods, no ref_mask
+    assert f"gallery/{fr[0]}/saliency.png" in res.files and f"gallery/{fr[0]}/references/ref_edge.png" in res.files
+    assert not any("ref_mask" in k for k in res.files)
+    from PIL import Image
+
+    w_adv = Image.open(io.BytesIO(res.files[f"gallery/{fr[0]}/saliency.png"])).size[0]
+    w_clean = Image.open(io.BytesIO(res.files[f"gallery/{fr[3]}/saliency.png"])).size[0]
+    assert w_adv > 1.8 * w_clean  # clean and attacked side by side where an attacked point exists
+
+
+def test_gallery_rule_and_panels():
+    from fxbench.explanations.gallery import choose_images, panels_png
+    from PIL import Image
+
+    ids = [f"IMG{i:07d}" for i in range(10)]
+    px = [50, 10, 90, 30, 70, 20, 100, 40, 60, 80]
+    # sorted by size: 10..100; 3 images at quantiles 0.17, 0.5, 0.83 -> sizes 20, 60, 90; excluded ids skipped
+    assert choose_images(ids, px, 3, exclude=[]) == ["IMG0000005", "IMG0000008", "IMG0000002"]
+    assert "IMG0000008" not in choose_images(ids, px, 3, exclude=["IMG0000008"])
+    spec = parse_config({"name": "x", "version": 2, **spec_v2()["quick"]})
+    img = np.random.default_rng(0).random((224, 224))
+    att = np.zeros((224, 224))
+    att[100:120, 100:120] = 1.0
+    mask = np.zeros((224, 224), bool)
+    mask[90:130, 90:130] = True
+    panel = {"image": img, "attribution": att, "mask": mask, "title": "clean"}
+    data = panels_png([panel, {**panel, "title": "attacked"}], style=spec.gallery, suptitle="t")
+    im = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
+    assert im.shape[1] >= 2 * 448 and im.shape[0] >= 448
+    assert data == panels_png([panel, {**panel, "title": "attacked"}], style=spec.gallery, suptitle="t")

@@ -25,9 +25,9 @@ from ..battery import BatteryResult, EvalSet, Flag, RunContext, ShardOutput
 from ..errors import EvaluationBug
 from ..results.metrics import MetricDef
 from .config import XaiConfig, parse_config
-from .gallery import overlay_png
+from .gallery import choose_images, overlay_png, panels_png
 from .methods import METHODS, UnsupportedMethod, attribute, one_channel
-from .metrics import MetricInputs, Scores
+from .metrics import METRICS, MetricInputs, Scores
 from .references import reference_maps
 
 PREFIX = "xai"
@@ -559,9 +559,62 @@ class ExplanationBattery:
         }
         return info, flags
 
+    def _gallery_v2(
+        self, model, evalset: EvalSet, cfg: XaiConfig, ctx: RunContext, skip: set[str]
+    ) -> dict[str, bytes]:
+        """Per chosen image and map: clean and attacked image side by side (the attacked one where the
+        robustness battery stored it), titles with P(fracture) and the map's relevance mass on that image;
+        references under ``gallery/<id>/references/``, apart from the methods."""
+        rows_fr = fractured_rows(evalset)
+        ids = [evalset.ids[i] for i in rows_fr]
+        px = [int(evalset.masks[i].sum()) for i in rows_fr]
+        chosen = choose_images(ids, px, cfg.gallery.images, cfg.gallery.exclude)
+        if not chosen:
+            return {}
+        rows = [evalset.ids.index(i) for i in chosen]
+        x, masks = evalset.x[rows].float(), evalset.masks[rows].bool()
+        seed = ctx.shard_seed(self.name, "gallery")
+        device = model_device(model, ctx.device)
+        tag = cfg.under_attack.attack if cfg.under_attack is not None else None
+        tensors = ctx.load_tensors("robustness") if tag else {}
+        adv = [tensors.get(f"adv/{tag}/{i}") for i in chosen]
+        p_clean = _p_fracture(model, x, device)
+        rma = METRICS.get("relevance_mass_accuracy")
+        files = {}
+        for name in cfg.maps:
+            if name in skip or name == "ref_mask":
+                continue
+            try:
+                maps = self._maps(name, model, x, masks, cfg, sub_seed(seed, name), device)[0]
+            except UnsupportedMethod:
+                continue
+            score = rma.score(_metric_inputs(x, maps, masks, model, device, cfg, 0), None).values
+            folder = "references/" if name in cfg.references else ""
+            for j, image_id in enumerate(chosen):
+                m = masks[j, 0].numpy()
+                panels = [{
+                    "image": x[j, 0].numpy(), "attribution": maps[j, 0].numpy(), "mask": m,
+                    "title": f"clean  P(fracture) {p_clean[j]:.2f}  rel. mass {score[j]:.2f}",
+                }]
+                if adv[j] is not None:
+                    xa = adv[j].detach().to("cpu", torch.float32).reshape(1, *x.shape[1:])
+                    ma = self._maps(name, model, xa, masks[j : j + 1], cfg, sub_seed(seed, name), device)[0]
+                    sa = rma.score(_metric_inputs(xa, ma, masks[j : j + 1], model, device, cfg, 0), None).values
+                    panels.append({
+                        "image": xa[0, 0].numpy(), "attribution": ma[0, 0].numpy(), "mask": m,
+                        "title": f"attacked ({tag})  P(fracture) {_p_fracture(model, xa, device)[0]:.2f}  "
+                        f"rel. mass {sa[0]:.2f}",
+                    })
+                files[f"gallery/{image_id}/{folder}{name}.png"] = panels_png(
+                    panels, style=cfg.gallery, suptitle=f"{image_id}  {name}  (mask {int(m.sum())} px, cyan)"
+                )
+        return files
+
     def _gallery(
         self, model, evalset: EvalSet, cfg: XaiConfig, ctx: RunContext, skip: set[str]
     ) -> dict[str, bytes]:
+        if cfg.gallery.choice == "mask_size_quantiles":
+            return self._gallery_v2(model, evalset, cfg, ctx, skip)
         ids = first_fractured_ids(evalset, cfg.gallery.images)
         if not ids:
             return {}
@@ -586,6 +639,11 @@ class ExplanationBattery:
                     style=cfg.gallery,
                 )
         return files
+
+
+def _p_fracture(model, x: torch.Tensor, device) -> np.ndarray:
+    with torch.no_grad():
+        return model(x.to(device)).float().softmax(dim=1)[:, 1].cpu().numpy()
 
 
 def _metric_inputs(x, maps, masks, model, device, cfg, seed: int) -> MetricInputs:

@@ -60,11 +60,16 @@ class _Completeness(_Strict):
 
 
 class Gallery(_Strict):
-    images: int = Field(ge=0)  # the first N fractured images by image id
+    images: int = Field(ge=0)  # v1: the first N fractured images by image id; v2: see `choice`
     dpi: int = Field(ge=10)
     size_inches: float = Field(gt=0)
     cmap: str
     alpha: float = Field(ge=0, le=1)
+    # v2: images at evenly spaced mask-size quantiles (gallery.choose_images), panels of size_px pixels with
+    # a colour bar, clean and attacked side by side; `exclude`: ids never shown, with the reason in the spec
+    choice: Literal["first_ids", "mask_size_quantiles"] = "first_ids"
+    size_px: int | None = Field(default=None, ge=448)
+    exclude: list[str] = []
 
 
 class _Raw(_Strict):
