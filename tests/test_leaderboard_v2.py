@@ -108,3 +108,12 @@ def test_real_v2_definition_declares_the_ranking():
     assert r.rank_by == ("robust/linf-4/balanced_accuracy", "clean/balanced_accuracy")
     assert (r.n, r.n_fracture) == (801, 143)
     assert version_ranking("v1") is None  # v1 keeps its rules and its rendering
+
+
+def test_one_gallery_page_shows_the_same_image_for_every_submission(board):
+    b, _, _ = board(fake("good", 25, 6), fake("weak", 31, 1))
+    page = b.files["site/v2/gallery.html"].decode()
+    image = F.gallery_names(F.make_samples(F.Fake("x")))[0].split("/")[1]
+    section = page[page.index(f"<h2>{image}</h2>"):]
+    assert "<h3>good</h3>" in section and "<h3>weak</h3>" in section
+    assert f"good/gallery/{image}/saliency.png" in section

@@ -100,6 +100,8 @@ def build_leaderboard(
                 files[f"{SITE}/{version}/{r.id}/{rel}"] = path.read_bytes()
             files[f"{SITE}/{version}/{r.id}.html"] = site.submission_page(r, has_curve=curve is not None).encode()
         files[f"{SITE}/{version}/methods.html"] = site.methods_page(view).encode()
+        if ranking is not None and any(r.gallery for r in results):  # v2 on: one page, same image per model
+            files[f"{SITE}/{version}/gallery.html"] = site.gallery_page(version, results).encode()
         md_scatters = [f"{SITE}/{images[0][1]}" for _, images in scatters if images]
         md_versions.append((version, note, tables, view, md_scatters))
         sections.append({"version": version, "note": note, "tables": tables, "scatters": scatters})

@@ -211,3 +211,28 @@ def methods_page(view: MethodsView) -> str:
         parts.append(f"<h2 id=\"{escape(sid)}\">{escape(sid)}</h2>")
         parts.append(_scores_table(view, view.per_submission[sid], f"methods-{sid}"))
     return page(f"Explanation methods {view.version} - fxbench", "\n".join(parts), root="../")
+
+
+def gallery_page(version: str, results: list[StoredResult]) -> str:
+    """One page per version: for each gallery image (the battery picks the same images for every
+    submission), one row per submission, so the same radiograph can be read across models."""
+    by_image: dict[str, dict[str, list[str]]] = {}
+    for r in sorted(results, key=lambda r: r.id):
+        for rel in r.gallery:
+            parts = rel.split("/")
+            if len(parts) >= 3:
+                by_image.setdefault(parts[1], {}).setdefault(r.id, []).append(rel)
+    out = [f"<h1>Benchmark {escape(version)}: explanation gallery, image by image</h1>",
+           "<p>The same images for every submission (chosen by mask size, see docs/explanations.md); each "
+           "picture shows the clean image and, where the attack stored one, the attacked image, with the "
+           "expert mask in cyan. References are the rows to beat.</p>"]
+    for image_id in sorted(by_image):
+        out.append(f"<h2>{escape(image_id)}</h2>")
+        for sid, rels in sorted(by_image[image_id].items()):
+            out.append(f"<h3>{escape(sid)}</h3>\n<div class=\"gallery\">")
+            for rel in sorted(rels, key=lambda x: ("/references/" in x, x)):
+                cap = rel.split("/", 2)[2].removesuffix(".png")
+                out.append(f"<figure><img src=\"{escape(sid)}/{escape(rel)}\" alt=\"{escape(cap)}\" "
+                           f"loading=\"lazy\"><figcaption>{escape(sid)}: {escape(cap)}</figcaption></figure>")
+            out.append("</div>")
+    return page(f"fxbench {version} gallery", "\n".join(out), root="../")
