@@ -31,6 +31,8 @@ XAI = [
     "mprt",
     "max_sensitivity",
     "relevance_mass_accuracy/adv-linf-4",
+    "relevance_mass_accuracy/adv-linf-4/flipped",
+    "relevance_mass_accuracy/adv-linf-4/not_flipped",
     "pointing_game/adv-linf-4",
 ]
 MIN_N = 20  # no CI below this many images (the leaderboard's rule)
