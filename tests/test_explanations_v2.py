@@ -464,3 +464,38 @@ def test_gallery_rule_and_panels():
     im = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
     assert im.shape[1] >= 2 * 448 and im.shape[0] >= 448
     assert data == panels_png([panel, {**panel, "title": "attacked"}], style=spec.gallery, suptitle="t")
+
+
+class NanGradient(LinearLayer):
+    """z = w . x + b, plus 0 * sqrt(0 * x_0): the same logits, a NaN gradient at pixel 0 (masked gradients)."""
+
+    def forward(self, x):
+        z = self.fc(x.flatten(1)) + 0 * torch.sqrt(x.flatten(1)[:, :1] * 0)
+        return torch.cat([-z / 2, z / 2], dim=1)
+
+
+def test_nan_gradients_cannot_lift_a_score():
+    # a submitter whose gradients are NaN would, under v1, drop out of the mean (NaN) on those images
+    mask = rect(50, 90, 60, 100)[None]
+    maps = np.ones((2, 1, 224, 224), dtype=np.float32)
+    maps[0, 0, 50:90, 60:100] = 5.0
+    maps[1] = maps[0]
+    maps[1, 0, 0, 0] = np.nan
+    v = score("relevance_mass_accuracy", maps, np.repeat(mask, 2, axis=0))
+    assert v[0] > 0.1 and v[1] == 0.0
+    from fxbench.explanations import ExplanationBattery
+    from fxbench.models import wrap
+
+    w = torch.zeros(1, 224, 224)
+    w[0, 40:80, 60:90] = 1.0
+    model = wrap(NanGradient(w), channels=1, mean=(0.0,), std=(1.0,))
+    evalset = make_evalset(4)
+    cfg = v2_small_config(under_attack=None)
+    cfg["methods"] = {"saliency": {"rule": "abs"}}
+    cfg["completeness"] = None
+    b, ctx = ExplanationBattery(), _ctx({}, {})
+    outs = {k: b.run_shard(k, model=model, evalset=evalset, config=cfg, ctx=ctx) for k in b.shards(evalset, cfg)}
+    res = b.finalize(outs, model=model, evalset=evalset, config=cfg, ctx=ctx)
+    assert (res.samples["xai/saliency/relevance_mass_accuracy"] == 0).all()
+    assert "xai-nonfinite-attribution" in {f.code for f in res.flags}
+    assert res.info["nonfinite_maps"] == {"saliency": 2}

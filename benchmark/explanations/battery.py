@@ -149,6 +149,9 @@ class ExplanationBattery:
                     cols.missing(col, f"unsupported: {e.reason}")
                 continue
             inputs = _metric_inputs(x, maps, masks, model, device, cfg, sub_seed(seed, name, "metrics"))
+            bad = int((~torch.isfinite(maps.reshape(len(maps), -1)).all(dim=1)).sum())
+            if bad:
+                info.setdefault("nonfinite_maps", {})[name] = bad
             for metric, choice in cfg.localisation.items():
                 cols.put(column(name, metric), choice.metric.score(inputs, choice.params))
             signed_inputs = _metric_inputs(x, signed, masks, model, device, cfg, inputs.seed)
@@ -546,6 +549,13 @@ class ExplanationBattery:
                 attack = a
         flags = [Flag("xai-method-unsupported", f"{k}: {v}") for k, v in sorted(unsupported.items())]
         flags += [Flag("xai-metric-failed", f"{k}: {v}") for k, v in sorted(failed.items())]
+        nonfinite: Counter = Counter()
+        for key in sorted(outputs):
+            nonfinite.update(outputs[key].info.get("nonfinite_maps", {}))
+        if nonfinite:
+            what = "scored as all-zero maps" if cfg.constant_maps == "score" else "NaN"
+            flags += [Flag("xai-nonfinite-attribution", f"{k}: {v} map(s) with NaN or infinite values ({what})")
+                      for k, v in sorted(nonfinite.items())]
         if cfg.under_attack is not None and not with_adv:
             flags.append(Flag("xai-under-attack-skipped", attack.get("reason", "no adversarial images")))
         info = {
@@ -556,6 +566,7 @@ class ExplanationBattery:
             "under_attack": attack,
             "nan": {c: dict(sorted(v.items())) for c, v in sorted(nan.items())},
             "timings_s": {k: round(v, 3) for k, v in sorted(timings.items())},
+            "nonfinite_maps": dict(sorted(nonfinite.items())),
         }
         return info, flags
 

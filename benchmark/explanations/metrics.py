@@ -23,6 +23,7 @@ tests/test_explanations_metrics.py checks the two routes give the same numbers.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -128,6 +129,15 @@ class Metric:
 
     def score(self, inputs: MetricInputs, params: MetricParams) -> Scores:
         allow = inputs.constant_maps == "score" and not self.needs_model
+        if allow:
+            # v2: a map with a NaN or infinite pixel is scored as an all-zero map (no usable evidence: 0 on
+            # the mass and top-k metrics), not dropped, so NaN gradients on hard images cannot lift a mean.
+            # The battery counts such maps in info.nonfinite_maps and flags the result.
+            bad = ~np.isfinite(inputs.maps.reshape(len(inputs.maps), -1)).all(axis=1)
+            if bad.any():
+                maps = inputs.maps.copy()
+                maps[bad] = 0
+                inputs = dataclasses.replace(inputs, maps=maps)
         reasons = invalid_reasons(inputs.maps, inputs.masks, allow_constant=allow)
         values = np.full(len(inputs.maps), np.nan)
         ok = np.array([r is None for r in reasons], dtype=bool)
