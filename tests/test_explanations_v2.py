@@ -227,6 +227,8 @@ def test_order_free_ties_match_quantus_on_tie_free_maps_and_share_ties():
         x_batch=a, a_batch=a, s_batch=masks
     )
     np.testing.assert_allclose(score("relevance_rank_accuracy", a.astype(np.float32), masks), q, atol=1e-12)
+    qpg = quantus.PointingGame(disable_warnings=True).evaluate_batch(x_batch=a, a_batch=a, s_batch=masks)
+    np.testing.assert_array_equal(score("pointing_game_strict", a, masks, tolerance_px=0), np.asarray(qpg, float))
     raster = METRICS.get("coverage_at_15").score(MetricInputs(x=a, maps=a, masks=masks), None).values
     np.testing.assert_allclose(score("coverage_at_15", a, masks), raster)
     # 10 pixels tied at the threshold, 4 of them in the mask, 5 places left: 5 * 4 / 10 = 2 expected hits
