@@ -136,3 +136,30 @@ def test_p_value_formula():
     d = np.concatenate([np.full(10, -1.0), np.full(89, 1.0)])
     assert p_value(d) == pytest.approx(2 * 11 / 100)
     assert p_value(np.array([np.nan])) is None
+
+
+def test_pairs_only_images_finite_in_both_and_says_n(tmp_path):
+    """A scores every fractured image 0.2; B scores its 'easy' half 0.6 and is NaN on the other half, where
+    A also happens to be worse. Averaging each side over its own rows would report B - A = 0.6 - mean(A);
+    paired on the shared finite rows it is 0.6 - 0.2 = 0.4 exactly, on n = half the images."""
+    fa, fb = F.Fake("a"), F.Fake("b")
+    sa, sb = F.make_samples(fa), F.make_samples(fb)
+    frac = sa["label"].to_numpy() == 1
+    idx = np.flatnonzero(frac)
+    easy, hard = idx[::2], idx[1::2]
+    a_vals = np.full(len(sa), np.nan)
+    a_vals[easy], a_vals[hard] = 0.2, 0.0
+    b_vals = np.full(len(sb), np.nan)
+    b_vals[easy] = 0.6
+    sa[RMA], sb[RMA] = a_vals, b_vals
+    a = F.write_run_dir(tmp_path / "a", F.make_result(fa, sa), sa)
+    b = F.write_run_dir(tmp_path / "b", F.make_result(fb, sb), sb)
+    c = compare_results(resolve_result(str(a), results_dir=tmp_path), resolve_result(str(b), results_dir=tmp_path),
+                        prefixes=(RMA,), n_resamples=200)
+    d = next(m for m in c.metrics if m.id == RMA)
+    assert (d.n, d.n_a, d.n_b) == (len(easy), len(idx), len(easy))
+    assert d.a == pytest.approx(0.2) and d.b == pytest.approx(0.6) and d.diff == pytest.approx(0.4)
+    assert d.ci_low == pytest.approx(0.4) and d.ci_high == pytest.approx(0.4)
+    from fxbench.leaderboard.compare import format_table
+
+    assert f"{len(easy)} (A {len(idx)}, B {len(easy)})" in format_table(c)

@@ -6,7 +6,7 @@ Every problem becomes one FxbenchError naming the spec field, e.g. ``methods.occ
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -27,25 +27,49 @@ class _UnderAttack(_Strict):
     attack: str = Field(pattern=r"^[a-z0-9]+-[a-z0-9.]+$")  # e.g. linf-4, as robustness names it
     methods: list[str]
     metrics: list[str]
+    # v1: an image without a stored adversarial example was scored on its clean image. v2 (false): only the
+    # attack's stored points are scored; an image without one gets NaN with the reason.
+    clean_fallback: bool = True
 
 
 class _Subgroups(_Strict):
     hardware: bool
     regions: list[str]
     metrics: list[str]
+    # v2: mask-size terciles (cut points in canonical pixels, from the eval split) and detected (true
+    # positive) vs missed (false negative) fractures
+    mask_terciles_px: list[int] | None = None
+    detection: bool = False
 
 
 class _ModelMetrics(_Strict):
-    samples: int = Field(ge=1)  # the first N fractured images by image id
+    samples: (
+        Annotated[int, Field(ge=1)] | Literal["all"]
+    )  # the first N fractured images by image id, or all of them
     metrics: dict[str, dict[str, Any]]
 
 
+class _VsReference(_Strict):
+    references: list[str]  # the trivial references; the best of them (by mean) is the comparison
+    metrics: list[str]
+
+
+class _Completeness(_Strict):
+    method: str
+    bound: float = Field(gt=0)  # flag the result when the median relative completeness error exceeds it
+
+
 class Gallery(_Strict):
-    images: int = Field(ge=0)  # the first N fractured images by image id
+    images: int = Field(ge=0)  # v1: the first N fractured images by image id; v2: see `choice`
     dpi: int = Field(ge=10)
     size_inches: float = Field(gt=0)
     cmap: str
     alpha: float = Field(ge=0, le=1)
+    # v2: images at evenly spaced mask-size quantiles (gallery.choose_images), panels of size_px pixels with
+    # a colour bar, clean and attacked side by side; `exclude`: ids never shown, with the reason in the spec
+    choice: Literal["first_ids", "mask_size_quantiles"] = "first_ids"
+    size_px: int | None = Field(default=None, ge=448)
+    exclude: list[str] = []
 
 
 class _Raw(_Strict):
@@ -60,6 +84,11 @@ class _Raw(_Strict):
     under_attack: _UnderAttack | None = None
     subgroups: _Subgroups
     gallery: Gallery
+    ties: Literal["raster", "share"] = "raster"
+    constant_maps: Literal["nan", "score"] = "nan"
+    per_image_seeds: bool = False
+    vs_reference: _VsReference | None = None
+    completeness: _Completeness | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +96,7 @@ class MetricChoice:
     metric: Metric
     params: MetricParams
     methods: tuple[str, ...]  # the maps it scores
+    signed: bool = False  # scored on the signed map (before the method's rule), not the reduced one
 
 
 @dataclass(frozen=True)
@@ -77,10 +107,15 @@ class XaiConfig:
     references: dict[str, RefParams]
     localisation: dict[str, MetricChoice]
     model_metrics: dict[str, MetricChoice]
-    model_samples: int
+    model_samples: int | None  # None: every fractured image
     under_attack: _UnderAttack | None
     subgroups: _Subgroups
     gallery: Gallery
+    ties: str = "raster"
+    constant_maps: str = "nan"
+    per_image_seeds: bool = False
+    vs_reference: _VsReference | None = None
+    completeness: _Completeness | None = None
 
     @property
     def maps(self) -> list[str]:
@@ -135,6 +170,9 @@ def parse_config(config: dict[str, Any]) -> XaiConfig:
             raise _fail(field, "does not call the model: list it under localisation")
         p = dict(p or {})
         chosen = p.pop("methods", None)
+        which = p.pop("map", "reduced")
+        if which not in ("reduced", "signed"):
+            raise _fail(f"{field}.map", f"{which!r} is not one of ['reduced', 'signed']")
         if not isinstance(chosen, list) or not chosen:
             raise _fail(f"{field}.methods", "give a non-empty list of methods")
         allowed = list(methods) if m.needs_explain else maps
@@ -146,7 +184,9 @@ def parse_config(config: dict[str, Any]) -> XaiConfig:
                     else ""
                 )
                 raise _fail(f"{field}.methods", f"{c!r} is not one of {allowed}{why}")
-        model_metrics[n] = MetricChoice(m, _validate(m.params, p, field), tuple(chosen))
+        model_metrics[n] = MetricChoice(
+            m, _validate(m.params, p, field), tuple(chosen), signed=which == "signed"
+        )
 
     if raw.under_attack is not None:
         for c in raw.under_attack.methods:
@@ -164,6 +204,18 @@ def parse_config(config: dict[str, Any]) -> XaiConfig:
     for r in raw.subgroups.regions:
         if r not in REGIONS:
             raise _fail("subgroups.regions", f"{r!r} is not one of {list(REGIONS)}")
+    if raw.vs_reference is not None:
+        for c in raw.vs_reference.references:
+            if c not in refs:
+                raise _fail("vs_reference.references", f"{c!r} is not one of {list(refs)}")
+        for c in raw.vs_reference.metrics:
+            if c not in localisation:
+                raise _fail("vs_reference.metrics", f"{c!r} is not a localisation metric of this spec")
+    if raw.completeness is not None and raw.completeness.method not in methods:
+        raise _fail("completeness.method", f"{raw.completeness.method!r} is not one of {list(methods)}")
+    cuts = raw.subgroups.mask_terciles_px
+    if cuts is not None and (len(cuts) != 2 or not 0 < cuts[0] < cuts[1]):
+        raise _fail("subgroups.mask_terciles_px", "give two increasing cut points in pixels")
     return XaiConfig(
         raw.chunk_size,
         raw.batch_size,
@@ -171,8 +223,13 @@ def parse_config(config: dict[str, Any]) -> XaiConfig:
         refs,
         localisation,
         model_metrics,
-        raw.model_metrics.samples,
+        None if raw.model_metrics.samples == "all" else raw.model_metrics.samples,
         raw.under_attack,
         raw.subgroups,
         raw.gallery,
+        raw.ties,
+        raw.constant_maps,
+        raw.per_image_seeds,
+        raw.vs_reference,
+        raw.completeness,
     )

@@ -34,3 +34,61 @@ def overlay_png(
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=style.dpi, metadata={"Software": None})
     return buf.getvalue()
+
+
+def _heat_rgba(attribution: np.ndarray, cmap: str, alpha: float) -> np.ndarray:
+    """The map normalised to its maximum, coloured, with opacity growing with the value: zero attribution is
+    fully transparent, so the radiograph is never darkened where the map says nothing."""
+    import matplotlib as mpl
+
+    top = float(np.nanmax(attribution)) if np.isfinite(attribution).any() else 0.0
+    heat = np.clip(attribution / top, 0, 1) if top > 0 else np.zeros_like(attribution, dtype=float)
+    rgba = mpl.colormaps[cmap](heat)
+    rgba[..., 3] = alpha * heat
+    return rgba
+
+
+def panels_png(panels: list[dict], *, style: Gallery, suptitle: str) -> bytes:
+    """v2 gallery picture: one panel per entry (clean, then the attacked image), each ``style.size_px``
+    pixels wide, with the mask outline, a colour bar of the normalised attribution and its own title.
+
+    ``panels``: dicts with ``image``, ``attribution``, ``mask`` (H x W) and ``title``."""
+    import matplotlib as mpl
+
+    px = style.size_px or 448
+    dpi = style.dpi
+    w_in, h_in = px / dpi, px / dpi
+    bar_in = 0.9
+    fig = Figure(figsize=(len(panels) * (w_in + bar_in), h_in + 0.9), dpi=dpi)
+    total_w = len(panels) * (w_in + bar_in)
+    total_h = h_in + 0.9
+    for k, p in enumerate(panels):
+        left = k * (w_in + bar_in) / total_w
+        ax = fig.add_axes((left, 0.2 / total_h, w_in / total_w, h_in / total_h))
+        ax.imshow(p["image"], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.imshow(_heat_rgba(p["attribution"], style.cmap, style.alpha), interpolation="nearest")
+        m = p["mask"]
+        if m.any() and not m.all():
+            ax.contour(m.astype(float), levels=[0.5], colors="cyan", linewidths=1.2)
+        ax.set_axis_off()
+        ax.set_title(p["title"], fontsize=9)
+        cax = fig.add_axes((left + (w_in + 0.1) / total_w, 0.2 / total_h, 0.15 / total_w, h_in / total_h))
+        sm = mpl.cm.ScalarMappable(norm=mpl.colors.Normalize(0, 1), cmap=style.cmap)
+        cb = fig.colorbar(sm, cax=cax)
+        cb.set_label("attribution / its maximum", fontsize=7)
+        cb.ax.tick_params(labelsize=7)
+    fig.text(0.5, 1 - 0.25 / total_h, suptitle, ha="center", va="center", fontsize=10)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def choose_images(ids: list[str], mask_px: list[int], n: int, exclude: list[str]) -> list[str]:
+    """The documented gallery rule (v2): the fractured images sorted by mask size (ties by id), excluded ids
+    removed, then ``n`` of them at evenly spaced quantiles (position (k + 0.5) / n): small to large masks,
+    independent of any model, so every submission shows the same images."""
+    pool = sorted((p, i) for i, p in zip(ids, mask_px) if i not in set(exclude))
+    if not pool or n <= 0:
+        return []
+    n = min(n, len(pool))
+    return [pool[int((k + 0.5) * len(pool) / n)][1] for k in range(n)]

@@ -3,7 +3,9 @@
 Every method is registered with a pydantic model of its hyperparameters (values come from the spec). The
 target is the fracture logit (index 1 of the canonical model) unless a caller (e.g. Quantus's RandomLogit)
 asks for another one. ``rule`` reduces a signed map to a non-negative one: ``abs`` (magnitude of evidence,
-either sign) or ``positive`` (evidence for the target only).
+either sign) or ``positive`` (evidence for the target only). ``attribute(..., signed=True)`` returns the map
+before that reduction (v2 scores faithfulness on it): the signed sum over input channels, Grad-CAM and
+Occlusion as they come.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ class SmoothGradParams(Params):
 
 @dataclass(frozen=True)
 class Method:
-    fn: Callable[[torch.nn.Module, torch.Tensor, Target, BaseModel], torch.Tensor]
+    fn: Callable[..., torch.Tensor]  # (model, x, target, params, signed) -> N x C x H x W
     params: type[Params]
 
 
@@ -77,17 +79,17 @@ def method(name: str, params: type[Params] = Params):
 
 
 @method("saliency")
-def _saliency(model, x, target, p):
-    return ca.Saliency(model).attribute(x, target=target, abs=True)
+def _saliency(model, x, target, p, signed=False):
+    return ca.Saliency(model).attribute(x, target=target, abs=not signed)
 
 
 @method("input_x_gradient")
-def _input_x_gradient(model, x, target, p):
+def _input_x_gradient(model, x, target, p, signed=False):
     return ca.InputXGradient(model).attribute(x, target=target)
 
 
 @method("integrated_gradients", IGParams)
-def _integrated_gradients(model, x, target, p):
+def _integrated_gradients(model, x, target, p, signed=False):
     return ca.IntegratedGradients(model).attribute(
         x,
         baselines=0.0,
@@ -99,17 +101,17 @@ def _integrated_gradients(model, x, target, p):
 
 
 @method("guided_backprop")
-def _guided_backprop(model, x, target, p):
+def _guided_backprop(model, x, target, p, signed=False):
     return ca.GuidedBackprop(model).attribute(x, target=target)
 
 
 @method("deeplift")
-def _deeplift(model, x, target, p):
+def _deeplift(model, x, target, p, signed=False):
     return ca.DeepLift(model).attribute(x, baselines=0.0, target=target)
 
 
 @method("gradcam", GradCamParams)
-def _gradcam(model, x, target, p):
+def _gradcam(model, x, target, p, signed=False):
     layer = getattr(model, "gradcam_layer", None)
     if layer is None:
         raise UnsupportedMethod("no convolutional layer declared or found")
@@ -121,7 +123,7 @@ def _gradcam(model, x, target, p):
 
 
 @method("occlusion", OcclusionParams)
-def _occlusion(model, x, target, p):
+def _occlusion(model, x, target, p, signed=False):
     return ca.Occlusion(model).attribute(
         x,
         target=target,
@@ -133,7 +135,7 @@ def _occlusion(model, x, target, p):
 
 
 @method("smoothgrad", SmoothGradParams)
-def _smoothgrad(model, x, target, p):
+def _smoothgrad(model, x, target, p, signed=False):
     return ca.NoiseTunnel(ca.Saliency(model)).attribute(
         x,
         nt_type="smoothgrad",
@@ -141,18 +143,27 @@ def _smoothgrad(model, x, target, p):
         stdevs=p.stdevs,
         nt_samples_batch_size=p.nt_samples_batch_size,
         target=target,
-        abs=True,
+        abs=not signed,  # v1's map: the mean of |gradient| over the noisy copies, not |mean gradient|
     )
 
 
-def one_channel(a: torch.Tensor, rule: str) -> torch.Tensor:
-    """N x C x H x W signed attributions -> N x 1 x H x W, non-negative."""
+def one_channel(a: torch.Tensor, rule: str | None) -> torch.Tensor:
+    """N x C x H x W signed attributions -> N x 1 x H x W, non-negative (``rule`` None: kept signed)."""
     a = a.sum(dim=1, keepdim=True)  # canonical input has one channel; Grad-CAM already sums channels
+    if rule is None:
+        return a
     return a.abs() if rule == "abs" else a.clamp_min(0)
 
 
 def attribute(
-    model: torch.nn.Module, x: torch.Tensor, *, name: str, params: Params, target: Target = 1, batch_size: int
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    *,
+    name: str,
+    params: Params,
+    target: Target = 1,
+    batch_size: int,
+    signed: bool = False,
 ) -> torch.Tensor:
     """Attributions of ``x`` (N x 1 x H x W on the model's device) -> N x 1 x H x W float32 on the CPU.
 
@@ -164,12 +175,12 @@ def attribute(
         xb = x[i : i + batch_size].detach().clone().requires_grad_(True)
         tb = target[i : i + batch_size] if isinstance(target, torch.Tensor) else target
         try:
-            a = fn(model, xb, tb, params)
+            a = fn(model, xb, tb, params, signed=signed)
         except (UnsupportedMethod, torch.OutOfMemoryError, EvaluationBug):
             raise
         except Exception as e:  # Captum signals unsupported models with assorted error types
             raise UnsupportedMethod(f"{name} failed on this model: {type(e).__name__}: {str(e)[:300]}") from e
         if a.shape[0] != xb.shape[0] or a.shape[-2:] != xb.shape[-2:]:
             raise EvaluationBug(f"{name} returned shape {tuple(a.shape)} for input {tuple(xb.shape)}")
-        out.append(one_channel(a.detach().float(), params.rule).cpu())
+        out.append(one_channel(a.detach().float(), None if signed else params.rule).cpu())
     return torch.cat(out)

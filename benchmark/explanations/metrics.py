@@ -1,9 +1,19 @@
 """Explanation metrics: one contract, ``score(inputs, params) -> Scores``, one registry.
 
 Quantus 0.6 is the definition of every metric except coverage@p (the seed code's own measure). NaN policy,
-applied to every metric before it runs: an empty mask, a non-finite map or a constant map (all pixels equal:
-it carries no ranking, and Quantus would either assert or score it as a trivial hit) gives NaN with that
-reason. A NaN that Quantus itself returns is recorded as ``undefined (Quantus returned NaN)``.
+applied to every metric before it runs: an empty mask or a non-finite map gives NaN with that reason. A
+constant map (all pixels equal) gives NaN in v1 (``constant_maps: nan``); in v2 (``constant_maps: score``)
+the localisation metrics score it by their stated rule (an all-zero map carries no mass and selects no
+pixel: 0 on relevance mass, rank accuracy, coverage and the pointing game; 0.5 on AUC), see
+docs/explanations.md. A NaN that Quantus itself returns is recorded as ``undefined (Quantus returned NaN)``.
+
+Ties (v2, ``ties: share``): a metric that takes the top k pixels, or the maximum, gives each of the tied
+pixels at the threshold an equal share (the expected value under a uniformly random tie break), so no score
+depends on pixel order; only pixels with positive attribution are ever selected. v1 (``ties: raster``) keeps
+Quantus's / the stable argsort's order. Tie-free maps get identical numbers under both rules (tested).
+
+Model metrics (v2) run image by image with a seed per image (``MetricInputs.seeds``) and without Quantus's
+batch normalisation, so an image's score never depends on its batch-mates.
 
 Localisation metrics call the Quantus metric's ``evaluate_batch`` directly after our own checks instead of
 ``__call__``: ``__call__``'s input assertion builds a Python set of every attribution value (about 1 s per
@@ -13,6 +23,7 @@ tests/test_explanations_metrics.py checks the two routes give the same numbers.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -37,6 +48,16 @@ class TopKParams(MetricParams):
     k: int
 
 
+class PointingParams(MetricParams):
+    # None: Quantus's PointingGame (v1: no tolerance, a hit when any tied maximum is in the mask).
+    # An int: Zhang et al.'s rule, a hit when the maximum lies within this many canonical pixels of the mask.
+    tolerance_px: int | None = None
+
+
+class AnatomyParams(MetricParams):
+    threshold: float  # anatomy (foreground) = canonical pixels brighter than this; the padding is exactly 0
+
+
 class FaithCorrParams(MetricParams):
     nr_runs: int
     subset_size: int
@@ -50,11 +71,19 @@ class PixelFlippingParams(MetricParams):
     features_in_step: int
     perturb_baseline: float | Literal["black", "white", "mean", "uniform"] = 0.0
     softmax: bool = True
+    # v2: the curve starts at the unperturbed image and is rescaled to (f - f(all removed)) /
+    # (f(clean) - f(all removed)), so curves of different models share the scale [0, 1] at the ends.
+    normalised: bool = False
+
+
+class MPRTParams(MetricParams):
+    layer_order: Literal["top_down", "bottom_up", "independent"] = "top_down"
 
 
 class MaxSensitivityParams(MetricParams):
     nr_samples: int
     lower_bound: float
+    clip: bool = False  # v2: the noisy image is clipped to [0, 1], the canonical range
 
 
 @dataclass
@@ -69,6 +98,9 @@ class MetricInputs:
     device: str = "cpu"
     batch_size: int = 64
     seed: int = 0
+    seeds: np.ndarray | None = None  # one seed per image (v2): model metrics then run image by image
+    ties: Literal["raster", "share"] = "raster"
+    constant_maps: Literal["nan", "score"] = "nan"
 
     @cached_property
     def flat_maps(self) -> np.ndarray:
@@ -96,7 +128,17 @@ class Metric:
     fn: Callable[[MetricInputs, Any], np.ndarray]
 
     def score(self, inputs: MetricInputs, params: MetricParams) -> Scores:
-        reasons = invalid_reasons(inputs.maps, inputs.masks)
+        allow = inputs.constant_maps == "score" and not self.needs_model
+        if allow:
+            # v2: a map with a NaN or infinite pixel is scored as an all-zero map (no usable evidence: 0 on
+            # the mass and top-k metrics), not dropped, so NaN gradients on hard images cannot lift a mean.
+            # The battery counts such maps in info.nonfinite_maps and flags the result.
+            bad = ~np.isfinite(inputs.maps.reshape(len(inputs.maps), -1)).all(axis=1)
+            if bad.any():
+                maps = inputs.maps.copy()
+                maps[bad] = 0
+                inputs = dataclasses.replace(inputs, maps=maps)
+        reasons = invalid_reasons(inputs.maps, inputs.masks, allow_constant=allow)
         values = np.full(len(inputs.maps), np.nan)
         ok = np.array([r is None for r in reasons], dtype=bool)
         if ok.any():
@@ -125,7 +167,7 @@ def metric(
     return add
 
 
-def invalid_reasons(maps: np.ndarray, masks: np.ndarray) -> list[str | None]:
+def invalid_reasons(maps: np.ndarray, masks: np.ndarray, *, allow_constant: bool = False) -> list[str | None]:
     flat = maps.reshape(len(maps), -1)
     reasons: list[str | None] = []
     for a, s in zip(flat, masks.reshape(len(masks), -1)):
@@ -133,7 +175,7 @@ def invalid_reasons(maps: np.ndarray, masks: np.ndarray) -> list[str | None]:
             reasons.append("empty mask")
         elif not np.isfinite(a).all():
             reasons.append("non-finite attribution")
-        elif a.min() == a.max():
+        elif a.min() == a.max() and not allow_constant:
             reasons.append("constant attribution (all pixels equal)")
         else:
             reasons.append(None)
@@ -150,6 +192,9 @@ def _subset(inputs: MetricInputs, keep: np.ndarray) -> MetricInputs:
         inputs.device,
         inputs.batch_size,
         inputs.seed,
+        None if inputs.seeds is None else np.asarray(inputs.seeds)[keep],
+        inputs.ties,
+        inputs.constant_maps,
     )
 
 
@@ -158,68 +203,160 @@ def _per_sample_max(maps: np.ndarray) -> np.ndarray:
     return quantus.normalise_func.normalise_by_max(maps, normalise_axes=(1, 2, 3))
 
 
+def _quantus_batch(m, inp: MetricInputs, a: np.ndarray) -> np.ndarray:
+    # AttributionLocalisation divides by x_batch[2:].size (a slice of the batch: 0 for batches of <= 2)
+    # for its unused weighted ratio, then warns: harmless with weighted=False, silenced here.
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        out = m.evaluate_batch(x_batch=inp.x, a_batch=a, s_batch=inp.masks.astype(bool))
+    # PointingGame returns a bool array: cast before any NaN can be written into it.
+    return np.asarray(out, dtype=float)
+
+
 def _localisation(quantus_metric: Callable[[Any], Any]):
     def fn(inp: MetricInputs, p) -> np.ndarray:
-        m = quantus_metric(p)
-        a = _per_sample_max(inp.maps.astype(np.float64))
-        # AttributionLocalisation divides by x_batch[2:].size (a slice of the batch: 0 for batches of <= 2)
-        # for its unused weighted ratio, then warns: harmless with weighted=False, silenced here.
-        with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            out = m.evaluate_batch(x_batch=inp.x, a_batch=a, s_batch=inp.masks.astype(bool))
-        # PointingGame returns a bool array: cast before any NaN can be written into it.
-        return np.asarray(out, dtype=float)
+        return _quantus_batch(quantus_metric(p), inp, _per_sample_max(inp.maps.astype(np.float64)))
 
     return fn
 
 
+def topk_hits(a: np.ndarray, s: np.ndarray, k: int, ties: str = "share") -> float:
+    """Mask pixels among the k highest-attributed pixels of one flat map ``a`` (mask ``s``).
+
+    ``share``: pixels above the k-th value count fully, the pixels tied at it share the remaining places
+    equally (expected hits under a random tie break); only positive attribution selects a pixel.
+    ``raster``: the stable argsort's order (v1)."""
+    if ties == "raster":
+        top = np.argsort(-a, kind="stable")[:k]
+        return float(s[top].sum())
+    if k <= 0:
+        return 0.0
+    t = np.partition(a, len(a) - k)[len(a) - k]  # the k-th largest value
+    if t <= 0:  # fewer than k positive pixels: only those are selected
+        return float(s[a > 0].sum())
+    above = a > t
+    tied = a == t
+    return float(s[above].sum() + (k - above.sum()) * s[tied].sum() / tied.sum())
+
+
+def _flat(inp: MetricInputs):
+    return inp.maps.reshape(len(inp.maps), -1).astype(np.float64), inp.masks.reshape(len(inp.masks), -1)
+
+
+def _rank_accuracy(inp: MetricInputs, p) -> np.ndarray:
+    if inp.ties == "raster":  # v1: Quantus
+        return _localisation(lambda p: quantus.RelevanceRankAccuracy(**_quiet))(inp, p)
+    a, s = _flat(inp)
+    return np.array([topk_hits(ai, si, int(si.sum())) / si.sum() for ai, si in zip(a, s)])
+
+
+def _pointing_game(inp: MetricInputs, p: PointingParams) -> np.ndarray:
+    if p.tolerance_px is None:  # v1: Quantus
+        return _localisation(lambda p: quantus.PointingGame(weighted=False, **_quiet))(inp, p)
+    from scipy.ndimage import distance_transform_edt
+
+    out = []
+    for a, s in zip(inp.maps[:, 0].astype(np.float64), inp.masks[:, 0].astype(bool)):
+        near = distance_transform_edt(~s) <= p.tolerance_px if p.tolerance_px > 0 else s
+        top = a.max()
+        if top <= 0:  # points nowhere: no hit
+            out.append(0.0)
+            continue
+        peak = a == top
+        out.append(float((peak & near).sum() / peak.sum()))  # tied maxima share the hit
+    return np.array(out)
+
+
+def anatomy_mask(x: np.ndarray, threshold: float) -> np.ndarray:
+    """The anatomy (foreground): canonical pixels brighter than ``threshold``; the square padding is 0."""
+    return x > threshold
+
+
+def _relevance_mass(inp: MetricInputs, p) -> np.ndarray:
+    a, s = _flat(inp)
+    total = a.sum(axis=1)
+    out = np.zeros(len(a))
+    ok = total != 0
+    if ok.any():  # an all-zero map carries no mass on the fracture: 0 (Quantus would divide 0 by 0)
+        sub = _subset(inp, ok) if not ok.all() else inp
+        out[ok] = _localisation(lambda p: quantus.RelevanceMassAccuracy(**_quiet))(sub, p)
+    return out
+
+
+def _auc_anatomy(inp: MetricInputs, p: AnatomyParams) -> np.ndarray:
+    """Quantus's AUC over the anatomy pixels only: the black padding, never a fracture and never attributed
+    by most maps, no longer counts as easy negatives."""
+    m = quantus.AUC(**_quiet)
+    out = []
+    for x, a, s in zip(inp.x, inp.maps.astype(np.float64), inp.masks.astype(bool)):
+        fg = anatomy_mask(x, p.threshold) | s  # a mask pixel always counts
+        out.append(float(m.evaluate_batch(a_batch=a[fg][None], s_batch=s[fg][None])[0]))
+    return np.array(out)
+
+
 _quiet = {"disable_warnings": True}
-metric("pointing_game", higher_is_better=True)(
-    _localisation(lambda p: quantus.PointingGame(weighted=False, **_quiet))
-)
+metric("pointing_game", higher_is_better=True, params=PointingParams)(_pointing_game)
+metric("pointing_game_strict", higher_is_better=True, params=PointingParams)(_pointing_game)
 metric("attribution_localisation", higher_is_better=True)(
     _localisation(lambda p: quantus.AttributionLocalisation(weighted=False, **_quiet))
 )
 metric("top_k_intersection", higher_is_better=True, params=TopKParams)(
     _localisation(lambda p: quantus.TopKIntersection(k=p.k, **_quiet))
 )
-metric("relevance_mass_accuracy", higher_is_better=True)(
-    _localisation(lambda p: quantus.RelevanceMassAccuracy(**_quiet))
-)
-metric("relevance_rank_accuracy", higher_is_better=True)(
-    _localisation(lambda p: quantus.RelevanceRankAccuracy(**_quiet))
-)
+metric("relevance_mass_accuracy", higher_is_better=True)(_relevance_mass)
+metric("relevance_rank_accuracy", higher_is_better=True)(_rank_accuracy)
 metric("auc", higher_is_better=True)(_localisation(lambda p: quantus.AUC(**_quiet)))
+metric("auc_anatomy", higher_is_better=True, params=AnatomyParams)(_auc_anatomy)
 
 
 def coverage(inp: MetricInputs, percent: float) -> np.ndarray:
     """Share of the mask covered by the top ``percent``% attributed pixels (chance: percent / 100)."""
-    flat_masks = inp.masks.reshape(len(inp.masks), -1)
-    k = round(flat_masks.shape[1] * percent / 100)
-    top = inp.order[:, :k]
-    hits = np.take_along_axis(flat_masks, top, axis=1).sum(axis=1)
-    return hits / flat_masks.sum(axis=1)
+    a, s = _flat(inp)
+    k = round(s.shape[1] * percent / 100)
+    if inp.ties == "raster":
+        top = inp.order[:, :k]
+        return np.take_along_axis(s, top, axis=1).sum(axis=1) / s.sum(axis=1)
+    return np.array([topk_hits(ai, si, k) / si.sum() for ai, si in zip(a, s)])
 
 
 for _p in (5, 15, 25, 50):
     metric(f"coverage_at_{_p}", higher_is_better=True)(lambda inp, params, _p=_p: coverage(inp, _p))
 
 
-def _call(m, inp: MetricInputs, softmax: bool | None, explain: bool = False) -> list:
-    np.random.seed(inp.seed)  # Quantus perturbs with NumPy's global generator
-    torch.manual_seed(inp.seed)  # SmoothGrad noise when re-explaining
+def _one(inp: MetricInputs, m, softmax, explain: bool, i: slice, seed: int) -> list:
+    np.random.seed(seed % (2**32))  # Quantus perturbs with NumPy's global generator
+    torch.manual_seed(seed)  # SmoothGrad noise when re-explaining
     kwargs = {"explain_func": inp.explain, "explain_func_kwargs": {}} if explain else {}
-    return m(
-        model=inp.model,
-        x_batch=inp.x,
-        y_batch=np.ones(len(inp.x), dtype=np.int64),
-        a_batch=inp.maps,
-        channel_first=True,
-        softmax=softmax,
-        device=inp.device,
-        batch_size=inp.batch_size,
-        **kwargs,
+    return list(
+        m(
+            model=inp.model,
+            x_batch=inp.x[i],
+            y_batch=np.ones(len(inp.x[i]), dtype=np.int64),
+            a_batch=inp.maps[i],
+            channel_first=True,
+            softmax=softmax,
+            device=inp.device,
+            batch_size=inp.batch_size,
+            **kwargs,
+        )
     )
+
+
+def _call(m, inp: MetricInputs, softmax: bool | None, explain: bool = False, random: bool = True) -> list:
+    """``random``: the metric draws random numbers per image from a shared generator (FaithfulnessCorrelation's
+    subsets, MaxSensitivity's noise), so v2 runs it image by image with the image's seed; deterministic
+    metrics (PixelFlipping, MPRT with its fixed seed) run on the whole batch, normalisation off."""
+    if inp.seeds is None or not random:  # v1, or a deterministic metric: one call on the whole batch
+        return _one(inp, m, softmax, explain, slice(None), inp.seed)
+    out: list = []
+    for j, seed in enumerate(inp.seeds):  # v2: image by image, each with its own seed
+        out += _one(inp, m, softmax, explain, slice(j, j + 1), int(seed))
+    return out
+
+
+def _per_image(inp: MetricInputs) -> dict:
+    # v2: no normalisation across the batch (Quantus's default divides by the batch's maximum)
+    return {"normalise": False, "abs": False} if inp.seeds is not None else {}
 
 
 @metric("faithfulness_correlation", higher_is_better=True, needs_model=True, params=FaithCorrParams)
@@ -229,9 +366,17 @@ def _faithfulness_correlation(inp: MetricInputs, p: FaithCorrParams) -> np.ndarr
         subset_size=p.subset_size,
         perturb_baseline=p.perturb_baseline,
         return_aggregate=False,
+        **_per_image(inp),
         **_quiet,
     )
     return np.asarray(_call(m, inp, p.softmax), dtype=float)
+
+
+def _forward(inp: MetricInputs, x: np.ndarray, softmax: bool) -> np.ndarray:
+    with torch.no_grad():
+        z = inp.model(torch.as_tensor(x, dtype=torch.float32, device=inp.device)).float()
+        z = z.softmax(dim=1) if softmax else z
+    return z[:, 1].cpu().double().numpy()
 
 
 @metric("pixel_flipping", higher_is_better=False, needs_model=True, params=PixelFlippingParams)
@@ -242,9 +387,20 @@ def _pixel_flipping(inp: MetricInputs, p: PixelFlippingParams) -> np.ndarray:
         features_in_step=p.features_in_step,
         perturb_baseline=p.perturb_baseline,
         return_auc_per_sample=False,
+        **_per_image(inp),
         **_quiet,
     )
-    curves = np.asarray(_call(m, inp, p.softmax), dtype=float)
+    curves = np.asarray(_call(m, inp, p.softmax, random=False), dtype=float)
+    if p.normalised:
+        if not isinstance(p.perturb_baseline, float):
+            raise ValueError("pixel_flipping: normalised curves need a numeric perturb_baseline")
+        clean = _forward(inp, inp.x, p.softmax)
+        gone = _forward(inp, np.full_like(inp.x, p.perturb_baseline), p.softmax)
+        curves = np.concatenate([clean[:, None], curves], axis=1)
+        span = clean - gone
+        with np.errstate(divide="ignore", invalid="ignore"):
+            curves = (curves - gone[:, None]) / span[:, None]
+        curves[np.abs(span) < 1e-6] = np.nan  # the score does not move when every pixel is removed
     # Quantus's calculate_auc uses np.trapz, removed in NumPy 2.x: same integral via np.trapezoid.
     return np.trapezoid(curves, dx=1.0 / max(curves.shape[1] - 1, 1), axis=1)
 
@@ -252,9 +408,38 @@ def _pixel_flipping(inp: MetricInputs, p: PixelFlippingParams) -> np.ndarray:
 @metric("random_logit", higher_is_better=False, needs_model=True, needs_explain=True)
 def _random_logit(inp: MetricInputs, p: MetricParams) -> np.ndarray:
     """SSIM between the map for the fracture logit and the map for the other logit: a map that does not
-    change with the class explained is not explaining the class (lower is better)."""
+    change with the class explained is not explaining the class (lower is better). v1 only: on a two-logit
+    model the other logit's gradient is about minus the fracture one, so abs maps score ~1 by construction."""
     m = quantus.RandomLogit(num_classes=2, seed=inp.seed % (2**31), **_quiet)
     return np.asarray(_call(m, inp, False, explain=True), dtype=float)
+
+
+@metric("mprt", higher_is_better=False, needs_model=True, needs_explain=True, params=MPRTParams)
+def _mprt(inp: MetricInputs, p: MPRTParams) -> np.ndarray:
+    """Quantus's model parameter randomisation test: Spearman correlation between the map of the trained
+    model and the map of the model with every layer re-initialised (cascading from the top). A map that
+    survives losing the weights is not explaining the model (lower is better)."""
+    m = quantus.MPRT(
+        layer_order=p.layer_order,
+        seed=inp.seed % (2**31),
+        skip_layers=True,  # explain only the trained and the fully randomised model: 2 maps per image
+        return_last_correlation=True,
+        abs=False,
+        normalise=False,
+        **_quiet,
+    )
+    try:
+        return np.asarray(_call(m, inp, False, explain=True, random=False), dtype=float)
+    except IndexError:  # Quantus found no module with reset_parameters() to randomise
+        from .methods import UnsupportedMethod
+
+        raise UnsupportedMethod("mprt: the model has no layer with reset_parameters() to randomise") from None
+
+
+def _clipped_uniform_noise(arr, indices, **kwargs):
+    # Quantus's batch uniform noise, then back into the canonical range [0, 1]: a radiograph has no
+    # pixel below black or above white.
+    return np.clip(quantus.functions.perturb_func.batch_uniform_noise(arr, indices, **kwargs), 0, 1)
 
 
 @metric(
@@ -265,5 +450,8 @@ def _random_logit(inp: MetricInputs, p: MetricParams) -> np.ndarray:
     params=MaxSensitivityParams,
 )
 def _max_sensitivity(inp: MetricInputs, p: MaxSensitivityParams) -> np.ndarray:
-    m = quantus.MaxSensitivity(nr_samples=p.nr_samples, lower_bound=p.lower_bound, normalise=False, **_quiet)
+    extra = {"perturb_func": _clipped_uniform_noise} if p.clip else {}
+    m = quantus.MaxSensitivity(
+        nr_samples=p.nr_samples, lower_bound=p.lower_bound, normalise=False, **extra, **_quiet
+    )
     return np.asarray(_call(m, inp, False, explain=True), dtype=float)

@@ -2,7 +2,8 @@
 
 ``ref_random`` is chance, ``ref_edge`` a model-independent image statistic (after Adebayo et al.'s sanity
 checks: a method that scores like it may just be tracing edges), ``ref_centre`` a prior that knows nothing but
-where anatomy tends to be, ``ref_mask`` the ceiling.
+where anatomy tends to be, ``ref_anatomy`` (v2) a uniform map on the anatomy (foreground) that knows only
+where the bone is, ``ref_mask`` the ceiling.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from ..registry import Registry
 
 class RefParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AnatomyRefParams(RefParams):
+    threshold: float  # anatomy = canonical pixels brighter than this (the square padding is exactly 0)
 
 
 class CentreParams(RefParams):
@@ -61,6 +66,11 @@ def _centre(x, masks, p, generator):
     c = (torch.arange(w, dtype=torch.float64) - (w - 1) / 2) / (p.sigma * w)
     g = torch.exp(-0.5 * (r[:, None] ** 2 + c[None, :] ** 2)).float()
     return g.expand(x.shape[0], 1, h, w).clone()
+
+
+@reference("ref_anatomy", AnatomyRefParams)
+def _anatomy(x, masks, p, generator):
+    return (x.cpu() > p.threshold).float()
 
 
 @reference("ref_mask")

@@ -1,8 +1,10 @@
 """`fxbench compare A B`: paired differences (B - A) of every shared metric, with a paired bootstrap.
 
-Pairing: the two per-sample tables are joined on image_id; each bootstrap resample draws the shared images
-(stratified by label) once and recomputes the metric for both submissions on that same draw, so the
-image-to-image variation that both share cancels in the difference.
+Pairing: the two per-sample tables are joined on image_id; for each metric only the images where the metric's
+column is finite in BOTH results are kept (an image one side could not score, e.g. NaN with a reason, is
+dropped from both sides: never is each side averaged over its own rows). Each bootstrap resample draws those
+images (stratified by label) once and recomputes the metric for both submissions on that same draw, so the
+image-to-image variation that both share cancels in the difference. ``n`` is the number of paired images.
 """
 
 from __future__ import annotations
@@ -41,9 +43,10 @@ class MetricDiff:
     ci_low: float | None
     ci_high: float | None
     p_value: float | None  # two-sided, paired bootstrap
-    n_a: int
+    n_a: int  # rows with a finite score in A (before pairing)
     n_b: int
     higher_is_better: bool
+    n: int = 0  # paired images: finite in both, the rows every number of this line is computed on
 
 
 @dataclass(frozen=True)
@@ -142,28 +145,58 @@ def compare_results(
             raise ResultError(f"no metric shared by both results starts with {', '.join(prefixes)}")
     if not ids:
         raise ResultError(f"{a.ref} and {b.ref} have no metric in common")
-    res = Resampler.stratified(da[LABEL].to_numpy(), n_resamples=n_resamples, seed=seed)
-    out, skipped = [], []
+    out, skipped, cache = [], [], {}
     for mid in ids:
         ma, mb = a.result["metrics"][mid], b.result["metrics"][mid]
         if ma["definition"] != mb["definition"]:
             skipped.append({"id": mid, "reason": "defined differently in the two results"})
             continue
         m = MetricDef.from_json(mid, ma["definition"], ma["higher_is_better"])
-        va, vb = _value(da, m), _value(db, m)
-        stats = res.metric(db, m) - res.metric(da, m)
-        finite = stats[np.isfinite(stats)]
-        lo = hi = float("nan")
-        if finite.size and np.isfinite(vb - va):
-            lo, hi = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
-        out.append(MetricDiff(
-            id=mid, a=_num(va), b=_num(vb), diff=_num(vb - va), ci_low=_num(lo), ci_high=_num(hi),
-            p_value=p_value(stats) if np.isfinite(vb - va) else None,
-            n_a=count_rows(m.rows(da), m), n_b=count_rows(m.rows(db), m), higher_is_better=m.higher_is_better,
-        ))
+        out.append(paired_difference(da, db, m, n_resamples=n_resamples, seed=seed, alpha=alpha, cache=cache))
     return Comparison(
         a=a.ref, b=b.ref, version=ba["version"], n_shared=len(da), n_resamples=n_resamples, seed=seed,
         alpha=alpha, metrics=out, skipped=skipped, notes=notes,
+    )
+
+
+def finite_in_both(da: pd.DataFrame, db: pd.DataFrame, m: MetricDef) -> np.ndarray:
+    """Rows (of two aligned tables) where the metric's column is finite on both sides."""
+    va = pd.to_numeric(da[m.column], errors="coerce").to_numpy(dtype=float)
+    vb = pd.to_numeric(db[m.column], errors="coerce").to_numpy(dtype=float)
+    return np.isfinite(va) & np.isfinite(vb)
+
+
+def paired_difference(
+    da: pd.DataFrame, db: pd.DataFrame, m: MetricDef, *, n_resamples: int, seed: int, alpha: float,
+    id: str | None = None, cache: dict | None = None,
+) -> MetricDiff:
+    """B - A for one metric on aligned tables (same image_id order): only the images finite in both, one
+    stratified bootstrap draw shared by both sides, a two-sided p-value. Used by `fxbench compare` and
+    scripts/findings.py."""
+    n_a, n_b = count_rows(m.rows(da), m), count_rows(m.rows(db), m)
+    ok = finite_in_both(da, db, m)
+    pa, pb = da[ok].reset_index(drop=True), db[ok].reset_index(drop=True)
+    n = count_rows(m.rows(pa), m)
+    nan = MetricDiff(id=id or m.id, a=None, b=None, diff=None, ci_low=None, ci_high=None, p_value=None,
+                     n_a=n_a, n_b=n_b, higher_is_better=m.higher_is_better, n=n)
+    if n == 0 or not len(pa):
+        return nan
+    va, vb = _value(pa, m), _value(pb, m)
+    key = (ok.tobytes(), n_resamples, seed)  # the same rows kept: the same draws (cache per table pair)
+    res = None if cache is None else cache.get(key)
+    if res is None:
+        res = Resampler.stratified(pa[LABEL].to_numpy(), n_resamples=n_resamples, seed=seed)
+        if cache is not None:
+            cache[key] = res
+    stats = res.metric(pb, m) - res.metric(pa, m)
+    finite = stats[np.isfinite(stats)]
+    lo = hi = float("nan")
+    if finite.size and np.isfinite(vb - va):
+        lo, hi = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
+    return MetricDiff(
+        id=id or m.id, a=_num(va), b=_num(vb), diff=_num(vb - va), ci_low=_num(lo), ci_high=_num(hi),
+        p_value=p_value(stats) if np.isfinite(vb - va) else None, n_a=n_a, n_b=n_b,
+        higher_is_better=m.higher_is_better, n=n,
     )
 
 
@@ -190,14 +223,14 @@ def format_table(c: Comparison) -> str:
     rows = [
         [d.id, f(d.a), f(d.b), f(d.diff, "+.4f"),
          "n/a" if d.ci_low is None else f"[{d.ci_low:+.4f}, {d.ci_high:+.4f}]", f(d.p_value, ".3g"),
-         d.n_a if d.n_a == d.n_b else f"{d.n_a}/{d.n_b}"]
+         d.n if d.n == d.n_a == d.n_b else f"{d.n} (A {d.n_a}, B {d.n_b})"]
         for d in c.metrics
     ]
-    headers = ["metric", "A", "B", "B - A", f"{level}% CI", "p", "n"]
+    headers = ["metric", "A", "B", "B - A", f"{level}% CI", "p", "n paired"]
     lines = [
         f"A = {c.a}", f"B = {c.b}",
         (f"benchmark {c.version}; {c.n_shared} shared images; paired bootstrap, {c.n_resamples} resamples "
-         f"stratified by label, seed {c.seed}"),
+         f"stratified by label, seed {c.seed}; each metric on the images finite in both results (n paired)"),
         "",
         tabulate(rows, headers=headers, disable_numparse=True),
     ]

@@ -20,9 +20,13 @@ def with_ci(value: float | None, lo: float | None, hi: float | None, digits: int
     return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def metric(m: dict[str, Any] | None, digits: int = 3) -> str:
+def metric(m: dict[str, Any] | None, digits: int = 3, *, min_n: int | None = None) -> str:
+    """``min_n`` (versions from v2): below this many images no CI is printed, the value says n is too small."""
     if not m:
         return ""
+    n = m.get("n")
+    if min_n is not None and m["value"] is not None and n is not None and n < min_n:
+        return f"{m['value']:.{digits}f} (n={n}: too small for a CI)"
     return with_ci(m["value"], m["ci_low"], m["ci_high"], digits)
 
 

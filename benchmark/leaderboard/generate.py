@@ -11,7 +11,7 @@ import io
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +24,14 @@ from .store import PRESETS, StoredResult, VersionSpec, load_store
 from .tables import (
     BoardTable,
     MethodsView,
+    Ranking,
     budget_label,
     budgets,
-    main_table,
     methods,
     methods_view,
     training_text,
+    version_ranking,
+    version_tables,
 )
 
 TOP_LEVEL = ("README.md", "leaderboard.csv", "leaderboard.json")
@@ -59,24 +61,37 @@ def _version_key(v: str) -> int:
 
 
 def build_leaderboard(
-    *, results_dir: str | Path, spec_for: Callable[[str], VersionSpec] | None = None, layout: Layout | None = None
+    *,
+    results_dir: str | Path,
+    spec_for: Callable[[str], VersionSpec] | None = None,
+    layout: Layout | None = None,
+    ranking_for: Callable[[str], Ranking | None] | None = None,
 ) -> Leaderboard:
+    """``ranking_for``: a version's ranking rules (default: its benchmark.yaml ``leaderboard:`` section)."""
     store = load_store(results_dir, spec_for=spec_for)
     layout = layout or load_layout()
+    ranking_for = ranking_for or version_ranking
+    rank_by: dict[str, tuple[str, ...]] = {}
     files: dict[str, bytes] = {}
     md_versions, sections, json_versions, csv_rows = [], [], [], []
     for version in sorted(store.versions, key=_version_key):
         spec = store.specs[version]
         results = store.versions[version]
         by_preset = {p: [r for r in results if r.preset == p] for p in PRESETS}
-        tables = [main_table(version, p, rs, layout) for p, rs in by_preset.items() if rs]
+        ranking = ranking_for(version)
+        if ranking is not None:
+            rank_by[version] = ranking.rank_by
+        tables = version_tables(version, by_preset, layout, ranking)
         view_preset = "full" if by_preset["full"] else "quick"
         view = methods_view(version, view_preset, by_preset[view_preset], layout, spec)
         note = (f"Dataset fingerprint {spec.fingerprint[:16]}..., full-preset config {spec.config_hashes.get('full')}, "
                 f"{len(results)} submission(s).")
         scatters = []
         for t in tables:
-            scatters.append((t.preset, _scatters(t, layout, files)))
+            if t.kind == "flagged" or not t.rows:
+                continue
+            lay = layout if ranking is None else replace(layout, scatter_y=ranking.rank_by[0])
+            scatters.append((t.preset, _scatters(t, lay, files)))
         for r in results:
             curve = _curve(r, layout)
             if curve is not None:
@@ -85,6 +100,8 @@ def build_leaderboard(
                 files[f"{SITE}/{version}/{r.id}/{rel}"] = path.read_bytes()
             files[f"{SITE}/{version}/{r.id}.html"] = site.submission_page(r, has_curve=curve is not None).encode()
         files[f"{SITE}/{version}/methods.html"] = site.methods_page(view).encode()
+        if ranking is not None and any(r.gallery for r in results):  # v2 on: one page, same image per model
+            files[f"{SITE}/{version}/gallery.html"] = site.gallery_page(version, results).encode()
         md_scatters = [f"{SITE}/{images[0][1]}" for _, images in scatters if images]
         md_versions.append((version, note, tables, view, md_scatters))
         sections.append({"version": version, "note": note, "tables": tables, "scatters": scatters})
@@ -93,7 +110,7 @@ def build_leaderboard(
     files[f"{SITE}/index.html"] = site.index(sections).encode()
     for name in SITE_ASSETS:
         files[f"{SITE}/assets/{name}"] = (ASSETS / name).read_bytes()
-    files["README.md"] = markdown.render(md_versions, layout).encode()
+    files["README.md"] = markdown.render(md_versions, layout, rank_by).encode()
     files["leaderboard.json"] = canonical_json({
         "schema": "fxbench.leaderboard/1", "rank_by": list(layout.rank_by), "versions": json_versions,
     }).encode()
@@ -153,6 +170,9 @@ def _version_json(spec: VersionSpec, tables: list[BoardTable], view: MethodsView
         "config_hashes": dict(sorted(spec.config_hashes.items())),
         "tables": [{
             "preset": t.preset,
+            **({"kind": t.kind, "note": t.note, "references": [{"name": ref.name, "metrics": ref.metrics}
+                                                               for ref in t.references]}
+               if t.min_n_for_ci is not None else {}),
             "columns": [c.key for c in t.columns],
             "submissions": [{
                 "rank": row.rank,
@@ -161,6 +181,7 @@ def _version_json(spec: VersionSpec, tables: list[BoardTable], view: MethodsView
                 "page": f"{SITE}/{t.version}/{row.result.id}.html",
                 "training": row.result.result["submission"].get("training") or {},
                 "flags": row.result.flags,
+                **({"not_ranked_because": row.reason} if row.reason else {}),
                 "metrics": row.result.metrics,
             } for row in t.rows],
         } for t in tables],
@@ -187,6 +208,7 @@ def _csv_rows(tables: list[BoardTable]) -> list[dict[str, Any]]:
         for row in t.rows:
             r = row.result
             d = {"version": t.version, "preset": t.preset, "rank": row.rank, "id": r.id, "name": r.name,
+                 **({"table": t.kind} if t.min_n_for_ci is not None else {}),
                  "training": training_text(r.result["submission"].get("training") or {}),
                  "flags": " ".join(f["code"] for f in r.flags)}
             for c in t.columns:

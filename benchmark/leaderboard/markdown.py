@@ -38,17 +38,27 @@ def ranking_rules(layout: Layout) -> str:
 """
 
 
-def _cell(row, col) -> str:
+def _cell(row, col, min_n=None) -> str:
     r = row.result
     if col.key == "rank":
-        return str(row.rank)
+        return "–" if row.rank is None else str(row.rank)
+    if col.key == "reason":
+        return _escape(row.reason)
     if col.key == "submission":
         return f"[{_escape(r.name)}](site/{r.version}/{r.id}.html) `{r.id}`"
     if col.key == "training":
         return _escape(training_text(r.result["submission"].get("training") or {}))
     if col.key == "flags":
         return ", ".join(f"`{f['code']}`" for f in r.flags)
-    return fmt.metric(r.metrics.get(col.key)) or fmt.NA
+    return fmt.metric(r.metrics.get(col.key), min_n=min_n) or fmt.NA
+
+
+def _reference_cell(ref, col) -> str:
+    if col.key == "submission":
+        return f"*reference: {ref.name}*"
+    if col.key in ("rank", "training", "flags", "reason"):
+        return ""
+    return fmt.metric(ref.metrics.get(col.key)) or ""
 
 
 def _escape(text: str) -> str:
@@ -59,8 +69,26 @@ def _escape(text: str) -> str:
 
 def board_table(t: BoardTable) -> str:
     headers = [c.header for c in t.columns]
-    rows = [[_cell(row, c) for c in t.columns] for row in t.rows]
+    rows = [[_cell(row, c, t.min_n_for_ci) for c in t.columns] for row in t.rows]
+    rows += [[_reference_cell(ref, c) for c in t.columns] for ref in t.references]
     return tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+
+TITLES = {
+    "main": "Models (full preset, ranked)",
+    "quick": "Quick preset (reduced batteries: not leaderboard-grade, not ranked)",
+    "flagged": "Flagged: not ranked",
+}
+
+
+def version_rules(t: BoardTable, rank_by: tuple[str, ...]) -> str:
+    keys = ", then ".join(f"`{k}`" for k in rank_by)
+    return (
+        f"Ranked by {keys}, each descending. Balanced accuracy is the mean of sensitivity and specificity: "
+        "every constant classifier scores exactly 0.5, so the reference rows (*reference: ...*, computed "
+        "from the eval split's counts, never ranked) show where a model stops beating a trivial answer. "
+        f"Scores over fewer than {t.min_n_for_ci} images are printed without a CI."
+    )
 
 
 def methods_table(view: MethodsView, scores: dict) -> str:
@@ -80,14 +108,25 @@ def _score(s) -> str:
     return fmt.with_ci(s.value, s.ci_low, s.ci_high)
 
 
-def render(versions: list[tuple[str, str, list[BoardTable], MethodsView, list[str]]], layout: Layout) -> str:
-    """versions: (version, heading note, tables, methods view, scatter image paths) in display order."""
+def render(
+    versions: list[tuple[str, str, list[BoardTable], MethodsView, list[str]]],
+    layout: Layout,
+    rank_by: dict[str, tuple[str, ...]] | None = None,
+) -> str:
+    """versions: (version, heading note, tables, methods view, scatter image paths) in display order;
+    ``rank_by``: the sort keys of versions that declare their own ranking (v2 on)."""
     out = [HEADER, ranking_rules(layout)]
     for version, note, tables, view, scatters in versions:
         out.append(f"## Benchmark {version}\n\n{note}\n")
+        if rank_by and version in rank_by and tables:
+            out.append(version_rules(tables[0], rank_by[version]) + "\n")
         for t in tables:
-            title = "Models" if t.preset == "full" else "Quick preset (reduced batteries: not leaderboard-grade)"
-            out.append(f"### {title}\n\n{board_table(t)}\n")
+            if t.min_n_for_ci is None:  # v1: as before
+                title = "Models" if t.preset == "full" else "Quick preset (reduced batteries: not leaderboard-grade)"
+            else:
+                title = TITLES[t.kind]
+            note_t = f"{t.note}\n\n" if t.note else ""
+            out.append(f"### {title}\n\n{note_t}{board_table(t)}\n")
         if view.methods:
             out.append(
                 "### Explanation methods\n\nFor choosing an explanation method rather than a model: each "

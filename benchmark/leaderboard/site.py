@@ -49,7 +49,9 @@ def board_table(t: BoardTable, *, link_root: str) -> str:
         cells = []
         for c in t.columns:
             if c.key == "rank":
-                cells.append(_td(str(row.rank), str(row.rank)))
+                cells.append(_td("–", "") if row.rank is None else _td(str(row.rank), str(row.rank)))
+            elif c.key == "reason":
+                cells.append(_td(escape(row.reason)))
             elif c.key == "submission":
                 cells.append(_td(f"<a href=\"{link_root}{r.version}/{r.id}.html\">{escape(r.name)}</a> "
                                  f"<code>{escape(r.id)}</code>"))
@@ -59,9 +61,21 @@ def board_table(t: BoardTable, *, link_root: str) -> str:
                 cells.append(_td(_flags(r.flags)))
             else:
                 m = r.metrics.get(c.key)
-                cells.append(_td(escape(fmt.metric(m) or fmt.NA), fmt.sort_value(m), "num"))
+                cells.append(_td(escape(fmt.metric(m, min_n=t.min_n_for_ci) or fmt.NA), fmt.sort_value(m), "num"))
         body.append(f"<tr data-id=\"{escape(r.id)}\">{''.join(cells)}</tr>")
-    return (f"<table class=\"board sortable\" id=\"board-{t.version}-{t.preset}\">\n<thead><tr>{head}</tr></thead>\n"
+    for ref in t.references:  # trivial classifiers: visible, marked, never ranked
+        cells = []
+        for c in t.columns:
+            if c.key == "submission":
+                cells.append(_td(f"<em>reference: {escape(ref.name)}</em>"))
+            elif c.group:
+                m = ref.metrics.get(c.key)
+                cells.append(_td(escape(fmt.metric(m) or ""), fmt.sort_value(m), "num"))
+            else:
+                cells.append(_td(""))
+        body.append(f"<tr class=\"reference\">{''.join(cells)}</tr>")
+    tid = f"board-{t.version}-{t.preset}" + ("-flagged" if t.kind == "flagged" else "")
+    return (f"<table class=\"board sortable\" id=\"{tid}\">\n<thead><tr>{head}</tr></thead>\n"
             f"<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>")
 
 
@@ -80,8 +94,14 @@ def index(sections: list[dict[str, Any]]) -> str:
         parts.append(f"<section id=\"{v}\">\n<h2>Benchmark {v}</h2>\n<p>{escape(s['note'])}</p>")
         parts.append(f"<p><a href=\"{v}/methods.html\">Explanation methods view</a></p>")
         for t in s["tables"]:
-            title = "Models" if t.preset == "full" else "Quick preset (reduced batteries: not leaderboard-grade)"
-            parts.append(f"<h3>{escape(title)}</h3>\n{board_table(t, link_root='')}")
+            if t.min_n_for_ci is None:  # v1: as before
+                title = "Models" if t.preset == "full" else "Quick preset (reduced batteries: not leaderboard-grade)"
+            else:
+                from .markdown import TITLES
+
+                title = TITLES[t.kind]
+            note = f"<p>{escape(t.note)}</p>\n" if t.note else ""
+            parts.append(f"<h3>{escape(title)}</h3>\n{note}{board_table(t, link_root='')}")
         for preset, images in s["scatters"]:
             if not images:
                 continue
@@ -191,3 +211,28 @@ def methods_page(view: MethodsView) -> str:
         parts.append(f"<h2 id=\"{escape(sid)}\">{escape(sid)}</h2>")
         parts.append(_scores_table(view, view.per_submission[sid], f"methods-{sid}"))
     return page(f"Explanation methods {view.version} - fxbench", "\n".join(parts), root="../")
+
+
+def gallery_page(version: str, results: list[StoredResult]) -> str:
+    """One page per version: for each gallery image (the battery picks the same images for every
+    submission), one row per submission, so the same radiograph can be read across models."""
+    by_image: dict[str, dict[str, list[str]]] = {}
+    for r in sorted(results, key=lambda r: r.id):
+        for rel in r.gallery:
+            parts = rel.split("/")
+            if len(parts) >= 3:
+                by_image.setdefault(parts[1], {}).setdefault(r.id, []).append(rel)
+    out = [f"<h1>Benchmark {escape(version)}: explanation gallery, image by image</h1>",
+           "<p>The same images for every submission (chosen by mask size, see docs/explanations.md); each "
+           "picture shows the clean image and, where the attack stored one, the attacked image, with the "
+           "expert mask in cyan. References are the rows to beat.</p>"]
+    for image_id in sorted(by_image):
+        out.append(f"<h2>{escape(image_id)}</h2>")
+        for sid, rels in sorted(by_image[image_id].items()):
+            out.append(f"<h3>{escape(sid)}</h3>\n<div class=\"gallery\">")
+            for rel in sorted(rels, key=lambda x: ("/references/" in x, x)):
+                cap = rel.split("/", 2)[2].removesuffix(".png")
+                out.append(f"<figure><img src=\"{escape(sid)}/{escape(rel)}\" alt=\"{escape(cap)}\" "
+                           f"loading=\"lazy\"><figcaption>{escape(sid)}: {escape(cap)}</figcaption></figure>")
+            out.append("</div>")
+    return page(f"fxbench {version} gallery", "\n".join(out), root="../")

@@ -6,7 +6,7 @@ Markdown, CSV, JSON and the site are renderings of these objects, so they always
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -29,8 +29,34 @@ class Column:
 
 @dataclass
 class Row:
-    rank: int
+    rank: int | None  # None: shown without a rank (quick preset, flagged)
     result: StoredResult
+    reason: str = ""  # flagged table: why the result is not ranked
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """A version's ranking rules (``leaderboard:`` in specs/<v>/benchmark.yaml) and its eval split counts.
+
+    Versions without that section (v1) keep the layout's rules and render exactly as before."""
+
+    rank_by: tuple[str, ...]
+    unranked_flags: frozenset[str]
+    min_n_for_ci: int
+    n: int  # eval split images, from the split manifest (never from a result file)
+    n_fracture: int
+
+    @property
+    def robust_metric(self) -> str:
+        return self.rank_by[0].rsplit("/", 1)[1]
+
+
+@dataclass(frozen=True)
+class ReferenceRow:
+    """A trivial classifier's scores, computed from the split counts: shown in every table, never ranked."""
+
+    name: str
+    metrics: dict[str, dict[str, Any]]
 
 
 @dataclass
@@ -39,6 +65,10 @@ class BoardTable:
     preset: str
     columns: list[Column]
     rows: list[Row]
+    kind: str = "main"  # main (full preset) | quick | flagged
+    references: list[ReferenceRow] = field(default_factory=list)
+    note: str = ""  # e.g. why the table is empty
+    min_n_for_ci: int | None = None  # below this n a score is printed without a CI ("n too small")
 
 
 @dataclass
@@ -119,7 +149,99 @@ def rank(results: list[StoredResult], layout: Layout) -> list[Row]:
     return rows
 
 
-def main_table(version: str, preset: str, results: list[StoredResult], layout: Layout) -> BoardTable:
+def version_ranking(version: str) -> Ranking | None:
+    """The ranking rules of ``version`` from its benchmark.yaml, or None where it declares none (v1)."""
+    from ..data.manifest import load_manifest
+    from ..definition import load_definition
+
+    d = load_definition(version)
+    sec = d.raw.get("leaderboard")
+    if not sec:
+        return None
+    manifest = load_manifest()
+    counts = manifest.raw["counts"][d.raw["dataset"]["split"]] if manifest else None
+    if not counts:
+        raise ValueError(f"benchmark {version}: no split counts in the manifest for the reference rows")
+    return Ranking(
+        rank_by=tuple(sec["rank_by"]),
+        unranked_flags=frozenset(sec.get("unranked_flags") or ()),
+        min_n_for_ci=int(sec.get("min_n_for_ci", 20)),
+        n=int(counts["n"]),
+        n_fracture=int(counts["n_fracture"]),
+    )
+
+
+def reference_rows(ranking: Ranking, budget_ids: list[str]) -> list[ReferenceRow]:
+    """Always "no fracture", always "fracture" and a fair coin, from the eval split's counts. A constant
+    answer cannot be changed by an attack, and the attacker cannot steer a coin: robust = clean."""
+    pos, n = ranking.n_fracture, ranking.n
+    neg = n - pos
+
+    def scores(acc, sens, spec):
+        out = {"accuracy": acc, "balanced_accuracy": (sens + spec) / 2, "sensitivity": sens, "specificity": spec}
+        return out
+
+    rows = []
+    for name, sc in [
+        ("always 'no fracture'", scores(neg / n, 0.0, 1.0)),
+        ("always 'fracture'", scores(pos / n, 1.0, 0.0)),
+        ("chance (fair coin, expected)", scores(0.5, 0.5, 0.5)),
+    ]:
+        m = {f"clean/{k}": v for k, v in sc.items()} | {"clean/auroc": 0.5}
+        for b in budget_ids:
+            m |= {f"robust/{b}/{k}": v for k, v in sc.items()}
+        rows.append(ReferenceRow(name, {k: {"value": v, "ci_low": None, "ci_high": None} for k, v in m.items()}))
+    return rows
+
+
+def ranked_layout(layout: Layout, ranking: Ranking) -> Layout:
+    """The version's rules over the layout: its sort keys, balanced accuracy as the clean and robust column."""
+    clean = ("clean/balanced_accuracy", "clean/sensitivity", "clean/specificity")
+    return replace(layout, rank_by=ranking.rank_by, clean=clean, robust_metric=ranking.robust_metric)
+
+
+def unranked_reason(r: StoredResult, ranking: Ranking) -> str:
+    return "; ".join(f"{f['code']}: {f.get('message', '')}" for f in r.flags if f["code"] in ranking.unranked_flags)
+
+
+def version_tables(
+    version: str, by_preset: dict[str, list[StoredResult]], layout: Layout, ranking: Ranking | None
+) -> list[BoardTable]:
+    """v1: one ranked table per preset with results. Versions with ranking rules: the full-preset table
+    always (empty with a note when there are no full results), a "flagged: not ranked" table for results
+    carrying an unranked flag, and the quick-preset table without rank numbers; reference rows in each."""
+    if ranking is None:
+        return [main_table(version, p, rs, layout) for p, rs in by_preset.items() if rs]
+    tables = []
+    flagged_all = []
+    for preset in ("full", "quick"):
+        rs = by_preset.get(preset, [])
+        flagged = [r for r in rs if unranked_reason(r, ranking)]
+        flagged_all += flagged
+        kept = [r for r in rs if r not in flagged]
+        if preset == "quick" and not kept:
+            continue
+        t = main_table(version, preset, kept, layout, ranking=ranking)
+        if preset == "full" and not kept:
+            t.note = (
+                "No full-preset results yet: this table fills as submissions are run with the full batteries "
+                "(GPU). Quick-preset results are listed below, unranked."
+            )
+        tables.append(t)
+    if flagged_all:
+        t = main_table(version, "full", flagged_all, layout, ranking=ranking)
+        t.kind = "flagged"
+        t.rows = [Row(None, row.result, unranked_reason(row.result, ranking)) for row in t.rows]
+        t.columns = [c for c in t.columns if c.key != "rank"] + [Column("reason", "reason not ranked")]
+        tables.append(t)
+    return tables
+
+
+def main_table(
+    version: str, preset: str, results: list[StoredResult], layout: Layout, *, ranking: Ranking | None = None
+) -> BoardTable:
+    if ranking is not None:
+        layout = ranked_layout(layout, ranking)
     cols = [Column("rank", "rank"), Column("submission", "submission"), Column("training", "training")]
     names = {"clean/accuracy": "clean acc", "clean/sensitivity": "clean sensitivity",
              "clean/balanced_accuracy": "clean bal. acc", "clean/specificity": "clean specificity",
@@ -135,7 +257,29 @@ def main_table(version: str, preset: str, results: list[StoredResult], layout: L
             if any(mid in r.metrics for r in results):
                 cols.append(Column(mid, f"{m} {metric.replace('_', ' ')}", "localisation"))
     cols.append(Column("flags", "flags"))
-    return BoardTable(version=version, preset=preset, columns=cols, rows=rank(results, layout))
+    if ranking is None:
+        return BoardTable(version=version, preset=preset, columns=cols, rows=rank(results, layout))
+    rows = rank(results, layout)
+    if preset != "full":  # quick-preset results never get rank numbers
+        rows = [Row(None, row.result) for row in rows]
+    if not results:  # the empty full table still shows the headline columns
+        b = ranking.rank_by[0].split("/")
+        cols[3:3] = [Column(mid, names.get(mid, mid), "clean") for mid in layout.clean]
+        if len(b) == 3 and b[0] == "robust":
+            cols.insert(3 + len(layout.clean), Column(ranking.rank_by[0], f"robust {budget_label(b[1])}", "robust"))
+    what = layout.robust_metric.replace("balanced_accuracy", "bal. acc").replace("_", " ")
+    cols = [replace(c, header=f"robust {what} {c.header[len('robust '):]}") if c.group == "robust" else c
+            for c in cols]
+    budget_ids = [BUDGET_RE.match(c.key).group(1) for c in cols if BUDGET_RE.match(c.key)]
+    return BoardTable(
+        version=version,
+        preset=preset,
+        columns=cols,
+        rows=rows,
+        kind="main" if preset == "full" else "quick",
+        references=reference_rows(ranking, budget_ids),
+        min_n_for_ci=ranking.min_n_for_ci,
+    )
 
 
 def methods_view(
