@@ -172,14 +172,15 @@ def _run_locked(path, *, out: Path, data, preset: str, dev, limit, seed: int, tr
                 definition, progress: Progress, started: float, started_at: str) -> RunResult:
     from .data import EmbeddedDataWarning, load_arrays
     from .models import check_model_outputs, load_submission, strict_fp32
+    from .models.validate import battery_batch_sizes
 
     try:
         sub = load_submission(path, trust_code=trust_code, device=str(dev))
     except SystemExit as e:  # trusted code that exits while it is imported or built
         raise ModelFailed(f"{path}: the model code called sys.exit({e.code!r}) while loading") from None
     model = sub.model
-    with _model_errors(sub, "the output check"):
-        check_model_outputs(model, device=dev)
+    with _model_errors(sub, "the output check"):  # at the batch sizes this run's batteries will use
+        check_model_outputs(model, device=dev, batch_sizes=battery_batch_sizes(preset, version=definition.version))
     with warnings.catch_warnings():  # said once below through progress.note, not as a Python warning
         warnings.simplefilter("ignore", EmbeddedDataWarning)
         evalset = load_arrays(data, split=definition.raw["dataset"]["split"], limit=limit)
