@@ -12,6 +12,39 @@ from pathlib import Path
 from typing import Any
 
 
+class ReadRefused(Exception):
+    """A file that ``read_bounded`` will not read; callers turn the message into their own error."""
+
+
+def read_bounded(path: str | os.PathLike, max_bytes: int, *, what: str, follow_links: bool = False) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``, checked before reading: a FIFO or device would
+    hang or never end, a huge file exhausts memory. A symlink is refused unless ``follow_links`` (the caller
+    then confines where it may lead). The size is checked again while reading (the file may grow)."""
+    import stat
+
+    path = Path(path)
+    try:
+        st = os.stat(path) if follow_links else os.lstat(path)
+    except FileNotFoundError:
+        raise ReadRefused(f"{path}: file not found (no such {what})") from None
+    except OSError as e:
+        raise ReadRefused(f"{path}: cannot be read ({e.strerror})") from None
+    if stat.S_ISLNK(st.st_mode):
+        raise ReadRefused(f"{path}: is a symbolic link; the {what} must be a regular file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ReadRefused(f"{path}: not a regular file (a FIFO, device or folder); the {what} must be a file")
+    if st.st_size > max_bytes:
+        raise ReadRefused(f"{path}: {st.st_size} bytes, over the {max_bytes} byte limit for a {what}")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as e:
+        raise ReadRefused(f"{path}: cannot be read ({e.strerror})") from None
+    if len(data) > max_bytes:
+        raise ReadRefused(f"{path}: over the {max_bytes} byte limit for a {what}")
+    return data
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 

@@ -291,30 +291,15 @@ MAX_SHOWN = 200  # characters of submitted values quoted back in a message
 def read_yaml_bytes(path: Path) -> bytes:
     """The bytes of a model.yaml: a regular file (not a FIFO or a device), inside the folder that holds it
     (a symlink may not lead elsewhere), at most MAX_YAML_BYTES; checked before anything is read."""
-    import os
-    import stat
+    from ..io import ReadRefused, read_bounded
 
     if path.is_symlink() and not path.resolve().is_relative_to(path.parent.resolve()):
         raise SubmissionError(f"{path}: a symbolic link that leads outside its folder; model.yaml must be a "
                               "file inside the submission folder")
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise SubmissionError(f"{path}: file not found") from None
-    except OSError as e:
-        raise SubmissionError(f"{path}: cannot be read ({e.strerror})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise SubmissionError(f"{path}: not a regular file (a FIFO, device or folder); model.yaml must be a file")
-    if st.st_size > MAX_YAML_BYTES:
-        raise SubmissionError(f"{path}: {st.st_size} bytes, over the {MAX_YAML_BYTES} byte limit for a model.yaml")
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_YAML_BYTES + 1)
-    except OSError as e:
-        raise SubmissionError(f"{path}: cannot be read ({e.strerror})") from None
-    if len(data) > MAX_YAML_BYTES:
-        raise SubmissionError(f"{path}: over the {MAX_YAML_BYTES} byte limit for a model.yaml")
-    return data
+        return read_bounded(path, MAX_YAML_BYTES, what="model.yaml", follow_links=True)
+    except ReadRefused as e:
+        raise SubmissionError(str(e)) from None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import stat
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ from typing import Any
 import jsonschema
 
 from ..errors import ResultError
-from ..io import atomic_write_json
+from ..io import ReadRefused, atomic_write_json, read_bounded
 from ..paths import SPECS_DIR
 
 SCHEMA_ID = "fxbench.result/1"
@@ -85,27 +83,10 @@ def read_result(path: str | Path) -> dict[str, Any]:
 def read_limited(path: str | Path, max_bytes: int, *, what: str) -> bytes:
     """The bytes of a regular file that is not a symlink and holds at most ``max_bytes``; anything else (a
     FIFO, a device, a link pointing elsewhere, a huge file) is refused before it is read."""
-    path = Path(path)
     try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        raise ResultError(f"{path}: no such {what}") from None
-    except OSError as e:
-        raise ResultError(f"{path}: cannot be read ({e.strerror})") from None
-    if stat.S_ISLNK(st.st_mode):
-        raise ResultError(f"{path}: is a symbolic link; the {what} must be a regular file")
-    if not stat.S_ISREG(st.st_mode):
-        raise ResultError(f"{path}: not a regular file; the {what} must be one")
-    if st.st_size > max_bytes:
-        raise ResultError(f"{path}: {st.st_size} bytes, over the {max_bytes} byte limit for a {what}")
-    try:
-        with open(path, "rb") as f:
-            data = f.read(max_bytes + 1)
-    except OSError as e:
-        raise ResultError(f"{path}: cannot be read ({e.strerror})") from None
-    if len(data) > max_bytes:
-        raise ResultError(f"{path}: over the {max_bytes} byte limit for a {what}")
-    return data
+        return read_bounded(path, max_bytes, what=what)
+    except ReadRefused as e:
+        raise ResultError(str(e)) from None
 
 
 def write_result(path: str | Path, obj: dict[str, Any]) -> None:
