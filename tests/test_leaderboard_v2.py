@@ -72,6 +72,32 @@ def test_a_constant_model_ranks_below_every_model_that_beats_chance(board):
     assert "robust bal. acc" in readme
 
 
+def test_a_reference_submission_is_shown_but_never_ranked_nor_pooled(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    monkeypatch.setattr(store_mod, "version_spec", F.fake_spec)
+    root = tmp_path / "results"
+    for f, s in [fake("always-no", neg_ok=32, pos_ok=0), fake("good", 25, 6), fake("weak", 31, 1)]:
+        write(root, f, s)
+    ranking = replace(RANKING, reference_submissions=frozenset({"always-no"}))
+    b = build_leaderboard(results_dir=root, spec_for=F.fake_spec, ranking_for=lambda v: ranking)
+    main = json.loads(b.files["leaderboard.json"])["versions"][0]["tables"][0]
+    got = [(s["id"], s["rank"]) for s in main["submissions"]]
+    assert got == [("good", 1), ("weak", 2), ("always-no", None)]  # listed last, no rank number
+    # the methods view pools a method's score over real submissions only
+    from fxbench.leaderboard.layout import load_layout
+    from fxbench.leaderboard.tables import methods_view
+
+    stored = store_mod.load_store(root, spec_for=F.fake_spec).versions["v2"]
+    pooled_all = methods_view("v2", "full", stored, load_layout(), F.fake_spec("v2")).pooled
+    pooled_real = methods_view("v2", "full", stored, load_layout(), F.fake_spec("v2"),
+                               trivial=frozenset({"always-no"})).pooled
+    key = next(k for k in pooled_all if k[0] == "saliency")
+    real = [r.metrics[f"xai/{key[0]}/{key[1]}"]["value"] for r in stored if r.id != "always-no"]
+    assert pooled_real[key].value == pytest.approx(sum(real) / len(real))
+    assert pooled_all[key].value != pytest.approx(pooled_real[key].value) or len(set(real)) == 1
+
+
 def test_flagged_results_get_their_own_table_with_the_reason(board):
     flag = {"code": "adaptive-attack-needed", "message": "gradients vanish on 40% of images"}
     _, data, readme = board(fake("good", 25, 6), fake("masked", 32, 8, flags=[flag]))

@@ -83,7 +83,8 @@ def build_leaderboard(
             rank_by[version] = ranking.rank_by
         tables = version_tables(version, by_preset, layout, ranking)
         view_preset = "full" if by_preset["full"] else "quick"
-        view = methods_view(version, view_preset, by_preset[view_preset], layout, spec)
+        view = methods_view(version, view_preset, by_preset[view_preset], layout, spec,
+                            trivial=ranking.reference_submissions if ranking is not None else frozenset())
         note = (f"Dataset fingerprint {spec.fingerprint[:16]}..., full-preset config {spec.config_hashes.get('full')}, "
                 f"{len(results)} submission(s).")
         scatters = []

@@ -26,7 +26,8 @@ def ranking_rules(layout: Layout) -> str:
     keys = ", then ".join(f"`{k}`" for k in layout.rank_by)
     return f"""## Ranking rules
 
-- Sorted by {keys}, each descending; a submission without a score sorts after those with one.
+- Each version's own rules come first (v2 on: its section below says them); versions without their own
+  (v1) are sorted by {keys}, each descending; a submission without a score sorts after those with one.
   Submissions equal on every key share a rank (1, 1, 3); the submission id orders them on the page.
 - Each benchmark version has its own tables: numbers from different versions, datasets or battery
   configurations are never ranked together.

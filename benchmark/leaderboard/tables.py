@@ -45,6 +45,7 @@ class Ranking:
     min_n_for_ci: int
     n: int  # eval split images, from the split manifest (never from a result file)
     n_fracture: int
+    reference_submissions: frozenset[str] = frozenset()  # trivial references the version names: never ranked
 
     @property
     def robust_metric(self) -> str:
@@ -166,6 +167,7 @@ def version_ranking(version: str) -> Ranking | None:
         rank_by=tuple(sec["rank_by"]),
         unranked_flags=frozenset(sec.get("unranked_flags") or ()),
         min_n_for_ci=int(sec.get("min_n_for_ci", 20)),
+        reference_submissions=frozenset(sec.get("reference_submissions") or ()),
         n=int(counts["n"]),
         n_fracture=int(counts["n_fracture"]),
     )
@@ -259,9 +261,11 @@ def main_table(
     cols.append(Column("flags", "flags"))
     if ranking is None:
         return BoardTable(version=version, preset=preset, columns=cols, rows=rank(results, layout))
-    rows = rank(results, layout)
+    refs = [r for r in results if r.id in ranking.reference_submissions]
+    rows = rank([r for r in results if r not in refs], layout)
     if preset != "full":  # quick-preset results never get rank numbers
         rows = [Row(None, row.result) for row in rows]
+    rows += [Row(None, r) for r in sorted(refs, key=lambda r: r.id)]  # evaluated like any model, never ranked
     if not results:  # the empty full table still shows the headline columns
         b = ranking.rank_by[0].split("/")
         cols[3:3] = [Column(mid, names.get(mid, mid), "clean") for mid in layout.clean]
@@ -283,7 +287,8 @@ def main_table(
 
 
 def methods_view(
-    version: str, preset: str, results: list[StoredResult], layout: Layout, spec: VersionSpec
+    version: str, preset: str, results: list[StoredResult], layout: Layout, spec: VersionSpec,
+    *, trivial: frozenset[str] = frozenset(),
 ) -> MethodsView:
     plain = methods(results, layout, references=False)
     refs = methods(results, layout, references=True)
@@ -302,6 +307,9 @@ def methods_view(
             having = [r for r in results if mid in r.metrics]
             for r in having:
                 view.per_submission.setdefault(r.id, {})[(method, col.key)] = r.metrics[mid]
+            # a reference submission (a constant model: constant maps) would pull every method's mean
+            # towards its trivial scores: pooled over real submissions only
+            having = [r for r in having if r.id not in trivial]
             if having:
                 view.pooled[(method, col.key)] = pooled_score(having, mid, spec, resamplers)
     return view
