@@ -199,6 +199,13 @@ def test_all_zero_map_scores_zero_on_mass_and_top_k_metrics():
         ("auc", {}, 0.5),  # no ranking: chance
     ]:
         assert score(name, zero, mask, **params)[0] == want, name
+        # the same in a batch with a non-zero map: whole-batch normalisation turned it into NaN (a crash in
+        # sklearn's AUC on a real run) because Quantus skips it only when every map of the batch is zero
+        rng = np.random.default_rng(1)
+        mixed = np.concatenate([zero, rng.random((1, 1, 224, 224)).astype(np.float32)])
+        both = score(name, mixed, np.concatenate([mask, mask]), **params)
+        assert both[0] == want, name
+        assert both[1] == score(name, mixed[1:], mask, **params)[0], name
     # v1 dropped it (NaN), which is how a model whose Grad-CAM died looked better
     v1 = METRICS.get("relevance_mass_accuracy").score(MetricInputs(x=zero, maps=zero, masks=mask), None)
     assert np.isnan(v1.values[0]) and "constant" in v1.reasons[0]

@@ -199,8 +199,12 @@ def _subset(inputs: MetricInputs, keep: np.ndarray) -> MetricInputs:
 
 
 def _per_sample_max(maps: np.ndarray) -> np.ndarray:
-    # What Quantus's normalise_by_max does, per sample, so a sample's score never depends on its batch.
-    return quantus.normalise_func.normalise_by_max(maps, normalise_axes=(1, 2, 3))
+    # Quantus's normalise_by_max, called on one sample at a time so a sample's score never depends on its
+    # batch: on a whole batch it skips normalising only when *every* map is zero, so one all-zero map among
+    # others was divided by its own max of 0 and became NaN.
+    return np.concatenate(
+        [quantus.normalise_func.normalise_by_max(maps[i : i + 1], normalise_axes=(1, 2, 3)) for i in range(len(maps))]
+    ) if len(maps) else maps
 
 
 def _quantus_batch(m, inp: MetricInputs, a: np.ndarray) -> np.ndarray:
