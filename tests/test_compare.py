@@ -6,6 +6,7 @@ import json
 
 import leaderboard_fixtures as F
 import numpy as np
+import pandas as pd
 import pytest
 from fxbench.errors import ResultError
 from fxbench.leaderboard.compare import compare_results, p_value, resolve_result
@@ -163,3 +164,25 @@ def test_pairs_only_images_finite_in_both_and_says_n(tmp_path):
     from fxbench.leaderboard.compare import format_table
 
     assert f"{len(easy)} (A {len(idx)}, B {len(easy)})" in format_table(c)
+
+
+def test_a_filter_on_model_behaviour_pairs_the_images_where_it_holds_for_both():
+    """`.../adv-linf-4/flipped` keeps the images whose label the attack flipped: a property of each model,
+    not of the image. A's flipped images score 0.1, B's 0.5; they overlap on half of them. Filtering each
+    side separately compared two different image sets; paired, both sides are read on the overlap only."""
+    from fxbench.leaderboard.compare import paired_difference
+    from fxbench.results.metrics import MetricDef
+
+    n = 40
+    label = np.r_[np.ones(20, int), np.zeros(20, int)]
+    col, flip = "xai/saliency/relevance_mass_accuracy/adv-linf-4", "xai/adv-linf-4/flipped"
+    fa = np.r_[np.ones(10, bool), np.zeros(30, bool)]  # A flipped on images 0-9
+    fb = np.r_[np.zeros(5, bool), np.ones(10, bool), np.zeros(25, bool)]  # B on 5-14: overlap 5-9
+    va = np.where(label == 1, np.where(fa, 0.1, 0.3), np.nan)
+    vb = np.where(label == 1, np.where(fb, 0.5, 0.7), np.nan)
+    da = pd.DataFrame({"image_id": range(n), "label": label, col: va, flip: fa})
+    db = pd.DataFrame({"image_id": range(n), "label": label, col: vb, flip: fb})
+    m = MetricDef(f"{col}/flipped", col, "mean", True, {"label": 1, flip: True})
+    d = paired_difference(da, db, m, n_resamples=100, seed=0, alpha=0.05)
+    assert d.n == 5 and (d.n_a, d.n_b) == (10, 10)
+    assert d.a == pytest.approx(0.1) and d.b == pytest.approx(0.5) and d.diff == pytest.approx(0.4)

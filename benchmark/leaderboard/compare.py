@@ -160,10 +160,16 @@ def compare_results(
 
 
 def finite_in_both(da: pd.DataFrame, db: pd.DataFrame, m: MetricDef) -> np.ndarray:
-    """Rows (of two aligned tables) where the metric's column is finite on both sides."""
+    """Rows (of two aligned tables) where the metric's column is finite on both sides and its row filter
+    holds on both sides. A filter on an image property (label, hardware) agrees anyway; one on a model's
+    own behaviour (an attack flipped its label, it detected the fracture) does not, and applying it to each
+    side separately would compare two different sets of images."""
     va = pd.to_numeric(da[m.column], errors="coerce").to_numpy(dtype=float)
     vb = pd.to_numeric(db[m.column], errors="coerce").to_numpy(dtype=float)
-    return np.isfinite(va) & np.isfinite(vb)
+    ok = np.isfinite(va) & np.isfinite(vb)
+    for col, val in m.where.items():
+        ok &= (da[col] == val).to_numpy() & (db[col] == val).to_numpy()
+    return ok
 
 
 def paired_difference(
