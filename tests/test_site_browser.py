@@ -141,9 +141,11 @@ class Browser:
 def site(tmp_path) -> Path:
     from fxbench.leaderboard.generate import build_leaderboard, write_leaderboard
 
-    results = F.make_store(tmp_path / "results")
-    out = tmp_path / "board"
-    write_leaderboard(build_leaderboard(results_dir=results, spec_for=F.fake_spec), out_dir=out)
+    out = tmp_path / "board"  # the repository's layout: the store beside site/, gallery images linked there
+    results = F.make_store(out / "results")
+    write_leaderboard(build_leaderboard(results_dir=results, spec_for=F.fake_spec, gallery_from="results"),
+                      out_dir=out)
+    assert not list((out / "site").rglob("gallery")), "linked, not copied"
     return out / "site"
 
 

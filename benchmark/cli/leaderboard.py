@@ -37,7 +37,8 @@ def leaderboard(
     """Generate the leaderboard (tables, CSV/JSON, static site) from the results store."""
     from ..leaderboard.generate import build_leaderboard, check_leaderboard, write_leaderboard
 
-    board = build_leaderboard(results_dir=results)
+    linked = Path(results).resolve() == (Path(out) / "results").resolve()  # the store sits beside site/
+    board = build_leaderboard(results_dir=results, gallery_from="results" if linked else None)
     what = ", ".join(f"{v}: {n} submission(s)" for v, n in sorted(board.counts.items()))
     if check:
         report = check_leaderboard(board, out_dir=out)

@@ -66,8 +66,12 @@ def build_leaderboard(
     spec_for: Callable[[str], VersionSpec] | None = None,
     layout: Layout | None = None,
     ranking_for: Callable[[str], Ranking | None] | None = None,
+    gallery_from: str | None = None,
 ) -> Leaderboard:
-    """``ranking_for``: a version's ranking rules (default: its benchmark.yaml ``leaderboard:`` section)."""
+    """``ranking_for``: a version's ranking rules (default: its benchmark.yaml ``leaderboard:`` section).
+    ``gallery_from``: the results folder relative to the leaderboard's root (``results`` in this
+    repository): the site then links the gallery images where the store keeps them instead of copying them
+    (v2's 448 px galleries would double the repository's size); None copies them into site/."""
     store = load_store(results_dir, spec_for=spec_for)
     layout = layout or load_layout()
     ranking_for = ranking_for or version_ranking
@@ -97,12 +101,15 @@ def build_leaderboard(
             curve = _curve(r, layout)
             if curve is not None:
                 files[f"{SITE}/{version}/{r.id}/robustness.png"] = curve
-            for rel, path in r.gallery.items():
-                files[f"{SITE}/{version}/{r.id}/{rel}"] = path.read_bytes()
-            files[f"{SITE}/{version}/{r.id}.html"] = site.submission_page(r, has_curve=curve is not None).encode()
+            img_root = f"../../{gallery_from}/{version}/" if gallery_from else ""
+            if not gallery_from:
+                for rel, path in r.gallery.items():
+                    files[f"{SITE}/{version}/{r.id}/{rel}"] = path.read_bytes()
+            files[f"{SITE}/{version}/{r.id}.html"] = site.submission_page(
+                r, has_curve=curve is not None, img_root=img_root).encode()
         files[f"{SITE}/{version}/methods.html"] = site.methods_page(view).encode()
         if ranking is not None and any(r.gallery for r in results):  # v2 on: one page, same image per model
-            files[f"{SITE}/{version}/gallery.html"] = site.gallery_page(version, results).encode()
+            files[f"{SITE}/{version}/gallery.html"] = site.gallery_page(version, results, img_root=img_root).encode()
         md_scatters = [f"{SITE}/{images[0][1]}" for _, images in scatters if images]
         md_versions.append((version, note, tables, view, md_scatters))
         sections.append({"version": version, "note": note, "tables": tables, "scatters": scatters})

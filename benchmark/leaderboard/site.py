@@ -122,7 +122,7 @@ def _definition(d: dict[str, Any]) -> str:
     return f"{d['reduce']}({d['column']})" + (f" where {where}" if where else "")
 
 
-def submission_page(r: StoredResult, *, has_curve: bool) -> str:
+def submission_page(r: StoredResult, *, has_curve: bool, img_root: str = "") -> str:
     s = r.result["submission"]
     b = r.result["benchmark"]
     url = s.get("url") or ""
@@ -152,7 +152,8 @@ def submission_page(r: StoredResult, *, has_curve: bool) -> str:
         parts.append("<h2>Explanation gallery</h2>\n<div class=\"gallery\">")
         for rel in r.gallery:
             caption = rel.split("/", 1)[1].removesuffix(".png")
-            parts.append(f"<figure><img src=\"{r.id}/{escape(rel)}\" alt=\"{escape(caption)}\" loading=\"eager\">"
+            parts.append(f"<figure><img src=\"{img_root}{r.id}/{escape(rel)}\" alt=\"{escape(caption)}\" "
+                         "loading=\"eager\">"
                          f"<figcaption>{escape(caption)}</figcaption></figure>")
         parts.append("</div>")
     rows = []
@@ -213,7 +214,7 @@ def methods_page(view: MethodsView) -> str:
     return page(f"Explanation methods {view.version} - fxbench", "\n".join(parts), root="../")
 
 
-def gallery_page(version: str, results: list[StoredResult]) -> str:
+def gallery_page(version: str, results: list[StoredResult], *, img_root: str = "") -> str:
     """One page per version: for each gallery image (the battery picks the same images for every
     submission), one row per submission, so the same radiograph can be read across models."""
     by_image: dict[str, dict[str, list[str]]] = {}
@@ -232,7 +233,7 @@ def gallery_page(version: str, results: list[StoredResult]) -> str:
             out.append(f"<h3>{escape(sid)}</h3>\n<div class=\"gallery\">")
             for rel in sorted(rels, key=lambda x: ("/references/" in x, x)):
                 cap = rel.split("/", 2)[2].removesuffix(".png")
-                out.append(f"<figure><img src=\"{escape(sid)}/{escape(rel)}\" alt=\"{escape(cap)}\" "
+                out.append(f"<figure><img src=\"{img_root}{escape(sid)}/{escape(rel)}\" alt=\"{escape(cap)}\" "
                            f"loading=\"lazy\"><figcaption>{escape(sid)}: {escape(cap)}</figcaption></figure>")
             out.append("</div>")
     return page(f"fxbench {version} gallery", "\n".join(out), root="../")
