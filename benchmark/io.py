@@ -84,6 +84,34 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, canonical_json(obj))
 
 
+def safetensors_bytes(tensors: dict, *, metadata: dict[str, str] | None = None) -> bytes:
+    """A safetensors file's bytes, the same on every run: the library stores ``metadata`` in a hash map whose
+    order changes from process to process, so the header is rewritten with the metadata keys sorted (same
+    length, same tensors and offsets). Torch tensors or numpy arrays, by the type of the first value."""
+    import struct
+
+    first = next(iter(tensors.values()), None)
+    if first is not None and type(first).__module__.startswith("torch"):
+        from safetensors.torch import save
+    else:
+        from safetensors.numpy import save
+    data = save(tensors, metadata=metadata)
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    if "__metadata__" not in header:
+        return data
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if len(text) > n:  # never expected (same keys, same values); keep the library's bytes rather than guess
+        return data
+    return data[:8] + text.ljust(n, b" ") + data[8 + n :]
+
+
+def save_safetensors(tensors: dict, path: str | os.PathLike, *, metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` atomically as deterministic safetensors bytes (see ``safetensors_bytes``)."""
+    atomic_write_bytes(path, safetensors_bytes(tensors, metadata=metadata))
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

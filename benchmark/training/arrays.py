@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from ..io import atomic_write, sha256_file
+from ..io import atomic_write, safetensors_bytes, sha256_file
 from ..models.wrapper import CANONICAL_SIZE
 
 TRAIN_SPLIT = "train"
@@ -241,14 +241,10 @@ def export_arrays(
                 (np.savez if encoding == "png" else np.savez_compressed)(f, **named)
 
     else:
-        from safetensors.numpy import save_file
+        meta = {"image_id": json.dumps(ids), "split": split, "dataset": dataset}
 
         def writer(tmp: str) -> None:
-            save_file(
-                {"x": x, "y": y},
-                tmp,
-                metadata={"image_id": json.dumps(ids), "split": split, "dataset": dataset},
-            )
+            Path(tmp).write_bytes(safetensors_bytes({"x": x, "y": y}, metadata=meta))
 
     atomic_write(path, writer)
     return ExportedArrays(path=path, n=len(ids), n_fractured=int(y.sum()), sha256=sha256_file(path))

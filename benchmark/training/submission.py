@@ -13,9 +13,8 @@ from pathlib import Path
 
 import torch
 import yaml
-from safetensors.torch import save_file
 
-from ..io import atomic_write_json, atomic_write_text, replace_dir, sha256_file
+from ..io import atomic_write_json, atomic_write_text, replace_dir, save_safetensors, sha256_file
 from .config import TrainConfig
 from .loop import TrainOutcome
 
@@ -254,9 +253,7 @@ def write_submission(outcome: TrainOutcome, *, out: str | Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{outcome.config.id}.", dir=out))
     try:
         weights = tmp / WEIGHTS
-        save_file(
-            _fp16(outcome.state), str(weights), metadata={"format": "pt", "fxbench_id": outcome.config.id}
-        )
+        save_safetensors(_fp16(outcome.state), weights, metadata={"format": "pt", "fxbench_id": outcome.config.id})
         spec = model_yaml(outcome, sha256=sha256_file(weights))
         spec = {k: v for k, v in spec.items() if v is not None}
         atomic_write_text(
