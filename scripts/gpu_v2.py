@@ -10,9 +10,10 @@ Subcommands (python3 scripts/gpu_v2.py CMD --help):
   slim-resume  earlier windows' state tars -> what the next payload must carry to resume
 
 Only the CLI (`fxbench run`) and fxbench.training are used, so it runs whatever benchmark code is in the tree.
-Every finished job is recorded in WORK/timings.tsv; a result folder with result.json is a finished job and
-is never redone; `fxbench run` keeps the finished shards of an interrupted run under
-WORK/results/<preset>/.fxbench-shards and reuses them when the same command runs again.
+Every finished job is recorded in WORK/timings.tsv. Each evaluation has its own --out, WORK/results/<preset>/<id>
+(`fxbench run` allows one run at a time per --out folder: jobs sharing one were refused in the first window):
+the result is WORK/results/<preset>/<id>/<id>/result.json, a finished job never redone; the finished shards of
+an interrupted run stay under WORK/results/<preset>/<id>/.fxbench-shards and are reused when it runs again.
 """
 
 from __future__ import annotations
@@ -75,12 +76,21 @@ def plan(repo: Path, work: Path) -> list[Job]:
     return jobs
 
 
+def run_out(work: Path, preset: str, sid: str) -> Path:
+    """The --out of one evaluation job (one per job: runs into one folder exclude each other)."""
+    return work / "results" / preset / sid
+
+
+def result_dir(work: Path, preset: str, sid: str) -> Path:
+    return run_out(work, preset, sid) / sid
+
+
 def finished(job: Job, work: Path, repo: Path) -> bool:
     if job.kind == "train":
         return (work / "submissions" / job.sid / "model.yaml").is_file() or (
             repo / "submissions" / job.sid / "model.yaml"
         ).is_file()
-    return (work / "results" / job.kind / job.sid / "result.json").is_file()
+    return (result_dir(work, job.kind, job.sid) / "result.json").is_file()
 
 
 def _source(job: Job, work: Path, repo: Path) -> str:
@@ -148,7 +158,7 @@ def _command(job: Job, a: argparse.Namespace, left: float, work: Path, repo: Pat
             cmd += ["--data", a.data]
         return cmd + (["--small"] if a.small else [])
     cmd = [py, "-m", "fxbench", "run", _source(job, work, repo), "--preset", job.kind, "--device", a.device,
-           "--out", str(work / "results" / job.kind), "--quiet"]
+           "--out", str(run_out(work, job.kind, job.sid)), "--quiet"]
     if a.data:
         cmd += ["--data", a.data]
     return cmd + (["--limit", str(SMALL_LIMIT)] if a.small else [])
@@ -279,14 +289,14 @@ def _items(work: Path) -> list[tuple[int, str, list[Path]]]:
     for pri, preset in ((1, "quick"), (3, "full")):
         root = work / "results" / preset
         for d in sorted(root.glob("*/")) if root.is_dir() else []:
-            if (d / "result.json").is_file():
-                items.append((pri, f"results/{preset}/{d.name}", files(d)))
+            if (d / d.name / "result.json").is_file():
+                items.append((pri, f"results/{preset}/{d.name}/{d.name}", files(d / d.name)))
     subs = work / "submissions"
     for d in sorted(subs.glob("*/")) if subs.is_dir() else []:
         if (d / "model.yaml").is_file():
             items.append((2, f"submissions/{d.name}", files(d)))
-    shards = work / "results" / "full" / ".fxbench-shards"
-    for j in sorted(shards.rglob("*.json")) if shards.is_dir() else []:
+    full = work / "results" / "full"
+    for j in sorted(full.glob("*/.fxbench-shards/**/*.json")) if full.is_dir() else []:
         group = [p for p in (j.with_suffix(".parquet"), j.with_suffix(".safetensors"), j) if p.is_file()]
         items.append((4, str(j.relative_to(work).with_suffix("")), group))
     return sorted(items, key=lambda t: t[0])
@@ -376,6 +386,7 @@ def restore(folder: Path, work: Path) -> int:
                        and ".." not in Path(m.name).parts]
             tar.extractall(work, members=members, filter="data")
             n += len(members)
+    _migrate_layout(work)
     # What came from earlier windows is on the lead's side already: never ship it again.
     shipped_path = work / "shipped.json"
     shipped = json.loads(shipped_path.read_text()) if shipped_path.is_file() else {}
@@ -384,6 +395,28 @@ def restore(folder: Path, work: Path) -> int:
             shipped[name] = _signature(files)
     shipped_path.write_text(json.dumps(shipped, indent=0))
     return n
+
+
+def _migrate_layout(work: Path) -> None:
+    """The first window (2026-11-28) shared one --out per preset: WORK/results/<preset>/<id>/result.json and
+    WORK/results/<preset>/.fxbench-shards/<id>/. Move such state into the per-job layout (run_out)."""
+    for preset in ("quick", "full"):
+        root = work / "results" / preset
+        if not root.is_dir():
+            continue
+        for d in [d for d in root.glob("*/") if (d / "result.json").is_file()]:
+            tmp = root / f".{d.name}.migrating"
+            d.rename(tmp)
+            d.mkdir()
+            tmp.rename(d / d.name)
+        old = root / ".fxbench-shards"
+        if old.is_dir():
+            for d in [d for d in old.iterdir() if d.is_dir()]:
+                dest = run_out(work, preset, d.name) / ".fxbench-shards"
+                dest.mkdir(parents=True, exist_ok=True)
+                if not (dest / d.name).exists():
+                    d.rename(dest / d.name)
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def slim_resume(prev: Path, out: Path, repo: Path) -> int:
@@ -489,7 +522,7 @@ def summary(work: Path, repo: Path) -> None:
         root = work / "results" / preset
         for d in sorted(root.glob("*/")) if root.is_dir() else []:
             try:
-                r = json.loads((d / "result.json").read_text())
+                r = json.loads((d / d.name / "result.json").read_text())
             except (OSError, ValueError):
                 continue
             m = r.get("metrics", {})

@@ -41,13 +41,13 @@ def _work(tmp_path: Path) -> Path:
     _file(w / "timings.tsv", 100)
     _file(w / "logs" / "quick_a.log", 100)
     for i, sid in enumerate(["ref", "erm", "pgd"]):
-        _file(w / "results" / "quick" / sid / "result.json", 1000, i)
-        _file(w / "results" / "quick" / sid / "samples.parquet", MIB, i)
+        _file(w / "results" / "quick" / sid / sid / "result.json", 1000, i)
+        _file(w / "results" / "quick" / sid / sid / "samples.parquet", MIB, i)
     for i, sid in enumerate(["erm-v2", "pgd-v2"]):
         _file(w / "submissions" / sid / "model.yaml", 500, i)
         _file(w / "submissions" / sid / "weights.safetensors", 9 * MIB, 10 + i)
-    _file(w / "results" / "full" / "ref" / "result.json", 1000, 20)
-    shard = w / "results" / "full" / ".fxbench-shards" / "erm-v2" / "k" / "robustness" / "chunk-000"
+    _file(w / "results" / "full" / "ref" / "ref" / "result.json", 1000, 20)
+    shard = w / "results" / "full" / "erm-v2" / ".fxbench-shards" / "erm-v2" / "k" / "robustness" / "chunk-000"
     _file(shard.with_suffix(".parquet"), 3 * MIB, 30)
     _file(shard.with_suffix(".json"), 100, 31)
     _file(shard.parent / "chunk-001.parquet", 100, 32)  # no .json: an unfinished shard, never shipped
@@ -72,20 +72,20 @@ def test_pack_keeps_to_the_limits_most_valuable_first_and_ships_the_rest_next_ca
     tars = sorted(out.glob("state-*.tar"))
     assert all(t.stat().st_size <= 10 * MIB for t in tars)
     first = _members(out)
-    assert {"timings.tsv", "logs/quick_a.log", "results/quick/ref/samples.parquet"} <= set(first)
+    assert {"timings.tsv", "logs/quick_a.log", "results/quick/ref/ref/samples.parquet"} <= set(first)
     assert "submissions/erm-v2/weights.safetensors" in first  # submissions before full results and shards
     assert "submissions/pgd-v2/weights.safetensors" not in first
     assert not any("chunk-001" in n for n in first)
-    assert "results/full/ref/result.json" in first  # a small item still fills the budget left
+    assert "results/full/ref/ref/result.json" in first  # a small item still fills the budget left
 
     # Next call on the same machine: what came back is not shipped again; the rest is.
     gpu_v2.mark_shipped(w)
     out2 = tmp_path / "out2"
     gpu_v2.pack(w, out2, budget_mib=14, part_mib=10, max_tars=7)
     second = _members(out2)
-    assert "submissions/pgd-v2/weights.safetensors" in second and "results/full/ref/result.json" not in second
-    assert "results/quick/ref/samples.parquet" not in second and "timings.tsv" in second  # meta always
-    shard = "results/full/.fxbench-shards/erm-v2/k/robustness/chunk-000"
+    assert "submissions/pgd-v2/weights.safetensors" in second and "results/full/ref/ref/result.json" not in second
+    assert "results/quick/ref/ref/samples.parquet" not in second and "timings.tsv" in second  # meta always
+    shard = "results/full/erm-v2/.fxbench-shards/erm-v2/k/robustness/chunk-000"
     assert {f"{shard}.parquet", f"{shard}.json"} <= set(second)  # a finished shard travels whole
     assert not any("chunk-001" in n for n in second)
 
@@ -213,7 +213,8 @@ def test_small_mode_end_to_end_then_resume_from_its_own_output(tmp_path):
     prepared = tmp_path / "prepared"
     prepare(make_release(tmp_path / "release" / "FracAtlas"), out=prepared, workers=1)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    only = "train:fxb-resnet10t-erm-v2,quick:fxb-resnet10t-erm-v2"
+    # Two evaluations at once (jobs 2): in the first window they shared one --out and the second was refused.
+    only = f"train:fxb-resnet10t-erm-v2,quick:{gpu_v2.REFERENCE},quick:fxb-resnet10t-erm-v2"
 
     def window(k: int, *extra: str) -> str:
         r = subprocess.run(
@@ -228,11 +229,13 @@ def test_small_mode_end_to_end_then_resume_from_its_own_output(tmp_path):
     assert "ok  train:fxb-resnet10t-erm-v2" in log1 and "ok  quick:fxb-resnet10t-erm-v2" in log1
     got = _members(tmp_path / "out1")
     assert "submissions/fxb-resnet10t-erm-v2/learning_curves.png" in got
-    assert "results/quick/fxb-resnet10t-erm-v2/result.json" in got
+    assert "results/quick/fxb-resnet10t-erm-v2/fxb-resnet10t-erm-v2/result.json" in got
+    assert f"results/quick/{gpu_v2.REFERENCE}/{gpu_v2.REFERENCE}/result.json" in got  # ran beside the other
     assert (tmp_path / "out1" / "gpu_v2.log").is_file() and len(list((tmp_path / "out1").iterdir())) <= 8
 
     log2 = window(2, "--resume", str(tmp_path / "out1"))
-    assert "already finished (not redone): quick:fxb-resnet10t-erm-v2, train:fxb-resnet10t-erm-v2" in log2
+    assert ("already finished (not redone): quick:fxb-reference-no-fracture, quick:fxb-resnet10t-erm-v2, "
+            "train:fxb-resnet10t-erm-v2") in log2
     assert "start " not in log2
     assert set(_members(tmp_path / "out2")) <= {"timings.tsv", "summary.txt"} | {
         n for n in got if n.startswith("logs/")
@@ -248,12 +251,12 @@ def test_slim_resume_carries_markers_shards_and_untracked_baselines_only(tmp_pat
     gpu_v2.slim_resume(out, resume, repo)
     with tarfile.open(resume) as tar:
         names = set(tar.getnames())
-    shard = "results/full/.fxbench-shards/erm-v2/k/robustness/chunk-000"
+    shard = "results/full/erm-v2/.fxbench-shards/erm-v2/k/robustness/chunk-000"
     assert names == {
-        "results/quick/ref/result.json",
-        "results/quick/erm/result.json",
-        "results/quick/pgd/result.json",
-        "results/full/ref/result.json",
+        "results/quick/ref/ref/result.json",
+        "results/quick/erm/erm/result.json",
+        "results/quick/pgd/pgd/result.json",
+        "results/full/ref/ref/result.json",
         "submissions/erm-v2/model.yaml",
         "submissions/erm-v2/weights.safetensors",
         f"{shard}.parquet",
@@ -263,6 +266,39 @@ def test_slim_resume_carries_markers_shards_and_untracked_baselines_only(tmp_pat
     # A fresh machine restores it: finished results count as done and are not shipped back.
     fresh = tmp_path / "fresh"
     gpu_v2.restore(resume.parent, fresh)
-    assert (fresh / "results" / "quick" / "erm" / "result.json").is_file()
+    assert (fresh / "results" / "quick" / "erm" / "erm" / "result.json").is_file()
     gpu_v2.pack(fresh, tmp_path / "out2", budget_mib=60)
     assert not list((tmp_path / "out2").glob("state-*.tar"))
+
+
+def test_each_evaluation_has_its_own_out_folder(tmp_path):
+    """`fxbench run` allows one run per --out at a time: evaluations running side by side need their own."""
+    import argparse
+
+    a = argparse.Namespace(device="cpu", small=False, data=None, reserve=10)
+    jobs = [j for j in gpu_v2.plan(REPO, tmp_path) if j.kind != "train"]
+    outs = {(j.kind, j.sid): gpu_v2._command(j, a, 500, tmp_path, REPO) for j in jobs}
+    got = {c[c.index("--out") + 1] for c in outs.values()}
+    assert len(got) == len(jobs)
+
+
+def test_restore_moves_the_first_windows_shared_layout_into_per_job_folders(tmp_path):
+    old = tmp_path / "old"
+    _file(old / "results" / "quick" / "erm" / "result.json", 100, 1)
+    _file(old / "results" / "quick" / "erm" / "gallery" / "a.png", 100, 2)
+    shard = old / "results" / "full" / ".fxbench-shards" / "ref" / "k" / "clean" / "chunk-000.json"
+    _file(shard, 100, 3)
+    tars = tmp_path / "tars"
+    tars.mkdir()
+    with tarfile.open(tars / "state-0.tar", "w") as tar:
+        for p in sorted(q for q in old.rglob("*") if q.is_file()):
+            tar.add(p, arcname=str(p.relative_to(old)))
+    fresh = tmp_path / "fresh"
+    gpu_v2.restore(tars, fresh)
+    assert (fresh / "results" / "quick" / "erm" / "erm" / "result.json").is_file()
+    assert (fresh / "results" / "quick" / "erm" / "erm" / "gallery" / "a.png").is_file()
+    assert (fresh / "results" / "full" / "ref" / ".fxbench-shards" / "ref" / "k" / "clean" / "chunk-000.json").is_file()
+    assert not (fresh / "results" / "full" / ".fxbench-shards").exists()
+    job = next(j for j in gpu_v2.plan(REPO, fresh) if j.name == f"quick:{gpu_v2.COMMITTED[0]}")
+    assert not gpu_v2.finished(job, fresh, REPO)  # "erm" is not a plan id; the layout is what is checked
+    assert (gpu_v2.result_dir(fresh, "quick", "erm") / "result.json").is_file()

@@ -98,3 +98,36 @@ def test_every_correct_fractured_image_keeps_its_attacked_point_across_batches(t
     for i in (0, 1, 3, 4, 5):
         d = (kept[f"adv/linf-4/{evalset.ids[i]}"] - evalset.x[i]).abs().max()
         assert 0 < d <= 4 / 255 + 1e-6
+
+
+def test_time_floor_prices_the_required_passes_at_the_measured_rates():
+    from fxbench.robustness.floor import time_floor
+
+    rates = {"fwd_s_per_image": 0.001, "fwd_bwd_s_per_image": 0.003}
+    required = {"apgd-ce": {"fwd": 100, "fwd_grad": 100, "bwd": 100},  # 100 x 3 ms
+                "square": {"fwd": 500, "fwd_grad": 0, "bwd": 0},  # 500 x 1 ms
+                "fab": {"fwd": 0, "fwd_grad": 0, "bwd": 0}}
+    got = time_floor(required, {"apgd-ce": 0.6, "square": 0.5, "fab": 0.0}, rates)
+    assert got["apgd-ce"] == {"wall_s": 0.6, "floor_s": 0.3, "ratio": 2.0}
+    assert got["square"] == {"wall_s": 0.5, "floor_s": 0.5, "ratio": 1.0}
+    assert got["fab"]["ratio"] is None  # nothing required: no ratio
+    assert got["total"] == {"wall_s": 1.1, "floor_s": 0.8, "ratio": 1.38}
+
+
+def test_every_run_records_wall_floor_and_ratio_per_attack(tmp_path):
+    """The rates are measured in the run, on its device and batch size; the floor in the result is the passes
+    required at those rates (recomputed here from the recorded numbers)."""
+    from conftest import linear_model
+    from fxbench.robustness.floor import time_floor
+    from test_robustness import run
+    from test_robustness_checks import patch_case
+    from test_robustness_gaming import v2_config
+
+    w, evalset = patch_case([0, 1, 0, 1, 0, 1], shift=0.5)
+    result, _ = run(linear_model(w, -50.0), evalset, v2_config(square=False), tmp_path)
+    tf = result.info["time_floor"]
+    rates = tf["rates"]
+    assert rates["device"] == "cpu" and rates["fwd_s_per_image"] > 0 and rates["fwd_bwd_s_per_image"] > 0
+    again = time_floor(result.info["passes_required"], result.info["seconds_by_attack"], rates)
+    assert {k: v for k, v in tf.items() if k != "rates"} == again
+    assert tf["apgd-ce"]["floor_s"] > 0 and tf["apgd-ce"]["ratio"] is not None

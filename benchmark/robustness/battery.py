@@ -20,7 +20,7 @@ from .cascade import CLEAN, ChunkOutcome, attack_chunk
 from .checks import FlagCollector, run_model_checks, square_check
 from .config import RobustnessConfig, parse_config
 from .counting import CountingModel
-from .floor import required_passes
+from .floor import measure_rates, required_passes, time_floor
 from .gaming import run_checks
 
 REPO = Path(__file__).resolve().parents[2]  # the transfer surrogate's model.yaml is relative to it
@@ -76,10 +76,13 @@ class RobustnessBattery:
 
         log = FlagCollector()
         counter = CountingModel(model)
+        rates = None
         if key == keys[0]:  # AutoAttack's model checks: once per run (the first shard), on real images
             n_check = min(cfg.checks.model_points if cfg.checks else cfg.batch_size, len(ids))
             counter.phase = "check-model"
             run_model_checks(counter, x[:n_check].to(device), y[:n_check].to(device), log=log)
+            # The plain batched rates that price the time floor, measured on this device in this run.
+            rates = measure_rates(model, x[: cfg.batch_size].to(device))
         outcome = attack_chunk(counter, x, y, ids, cfg=cfg, registry=self.attacks, seed=seed, device=device,
                                log=log)
         gaming: dict[str, Any] = {}
@@ -105,6 +108,8 @@ class RobustnessBattery:
             "n_broken": sum(len(o.adv) for o in outcome.norms.values()),
             "checks": gaming,
         }
+        if rates is not None:
+            info["rates"] = rates
         return ShardOutput(samples=_samples(outcome), tensors=_kept_images(outcome, cfg), flags=log.unique(),
                            info=info)
 
@@ -150,6 +155,9 @@ class RobustnessBattery:
             "steps": _sum_steps(infos),
             "checks": _sum_checks(infos),
         }
+        rates = next((i["rates"] for i in infos if "rates" in i), None)
+        if rates is not None and info["passes_required"]:
+            info["time_floor"] = {"rates": rates, **time_floor(info["passes_required"], seconds, rates)}
         return BatteryResult(samples=samples, metrics=metric_defs(cfg),
                              flags=self._merge_flags([outputs[k].flags for k in keys], log.unique(), samples,
                                                      cfg),

@@ -14,11 +14,19 @@ with a graph; "bwd" backward passes.)
 - Square: one forward pass per query the point was given (the library stops querying a broken point).
 - verify: one forward pass per recorded adversarial example (the independent re-check).
 - checks (phases starting "check-"): as done; their size is fixed by the spec (`checks`, points per chunk).
+
+Time floor: the passes required, priced at the plain batched rates of this model on this device, measured in
+the same run (``measure_rates``: full batches at the battery's batch size, no attack logic). An attack's
+wall / floor ratio says how far its implementation is from the cost the spec makes unavoidable; above 1
+come small batches of survivors, attack logic and Python overhead.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
+
+import torch
 
 from .config import RobustnessConfig
 
@@ -71,4 +79,54 @@ def ratios(done: dict[str, dict[str, int]], required: dict[str, dict[str, int]])
     d = sum(total(c) for c in done.values())
     r = sum(total(c) for c in required.values())
     out["total"] = {"done": d, "required": r, "ratio": round(d / r, 3) if r else None}
+    return out
+
+
+def measure_rates(model: torch.nn.Module, x: torch.Tensor, *, repeats: int = 2) -> dict[str, Any]:
+    """Seconds per image of a plain batched forward pass (no graph) and of a forward + backward pass to the
+    input, on ``x`` (one batch, on the model's device), after one warm-up pass of each."""
+    dev = x.device
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+
+    def fwd() -> None:
+        with torch.no_grad():
+            model(x)
+
+    def fwd_bwd() -> None:
+        xg = x.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            z = model(xg)
+            (g,) = torch.autograd.grad(z.sum(), xg)
+        del g
+
+    out: dict[str, Any] = {"batch": int(x.shape[0]), "device": str(dev), "repeats": repeats}
+    for name, fn in (("fwd_s_per_image", fwd), ("fwd_bwd_s_per_image", fwd_bwd)):
+        fn()
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        sync()
+        out[name] = (time.perf_counter() - t0) / (repeats * int(x.shape[0]))
+    return out
+
+
+def time_floor(required: dict[str, dict[str, int]], wall_s: dict[str, float],
+               rates: dict[str, Any]) -> dict[str, Any]:
+    """Per phase with a measured wall time (the attacks) and in total: the floor in seconds (passes required
+    at the measured rates: forward-only passes at the forward rate, passes with a graph at the forward +
+    backward rate), the wall seconds and wall / floor."""
+    t_f, t_fb = float(rates["fwd_s_per_image"]), float(rates["fwd_bwd_s_per_image"])
+
+    def floor(c: dict[str, int]) -> float:
+        grad = int(c.get("fwd_grad", 0))
+        return (int(c.get("fwd", 0)) - grad) * t_f + grad * t_fb
+
+    out: dict[str, Any] = {}
+    tw = tf = 0.0
+    for phase in sorted(wall_s):
+        f, w = floor(required.get(phase, {})), float(wall_s[phase])
+        out[phase] = {"wall_s": round(w, 3), "floor_s": round(f, 3), "ratio": round(w / f, 2) if f > 0 else None}
+        tw, tf = tw + w, tf + f
+    out["total"] = {"wall_s": round(tw, 3), "floor_s": round(tf, 3), "ratio": round(tw / tf, 2) if tf > 0 else None}
     return out
