@@ -198,3 +198,21 @@ def test_model_yaml_extra_data_is_optional_and_kept_out_of_old_results():
                                ).training.to_json()["extra_data"] is False
     with pytest.raises(SubmissionError, match="extra_data"):
         ModelSpec.from_text(base.replace("  method: erm", "  method: erm\n  extra_data: [1, 2]"))
+
+
+def test_a_ranked_versions_curve_plots_its_robust_metric(spec, tmp_path, monkeypatch):
+    """v2 ranks and tabulates balanced accuracy: its robustness curve plots the same numbers."""
+    from fxbench.leaderboard.tables import Ranking
+
+    ranking = Ranking(rank_by=("robust/linf-4/balanced_accuracy", "clean/balanced_accuracy"),
+                      unranked_flags=frozenset(), min_n_for_ci=20, n=801, n_fracture=143)
+    results = tmp_path / "results"
+    result = _write(results, F.Fake("m", clean=30, robust={1: 20, 4: 10}), version="v2")
+    calls = []
+    monkeypatch.setattr(plots, "robustness_curve", lambda points, **kw: calls.append((points, kw)) or b"\x89PNG")
+    build_leaderboard(results_dir=results, spec_for=F.fake_spec, ranking_for=lambda v: ranking)
+    (points, kw), = calls
+    m = result["metrics"]
+    assert [p.y for p in points] == [m["clean/balanced_accuracy"]["value"], m["robust/linf-1/balanced_accuracy"]["value"],
+                                     m["robust/linf-4/balanced_accuracy"]["value"]]
+    assert kw["ylabel"] == "balanced accuracy"

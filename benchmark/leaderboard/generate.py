@@ -29,6 +29,7 @@ from .tables import (
     budgets,
     methods,
     methods_view,
+    ranked_layout,
     training_text,
     version_ranking,
     version_tables,
@@ -105,7 +106,8 @@ def build_leaderboard(
             lay = layout if ranking is None else replace(layout, scatter_y=ranking.rank_by[0])
             scatters.append((t.preset, _scatters(t, lay, files)))
         for r in results:
-            curve = _curve(r, layout)
+            # the curve plots the version's robust metric (v2: balanced accuracy), as its tables do
+            curve = _curve(r, layout if ranking is None else ranked_layout(layout, ranking))
             if curve is not None:
                 files[f"{SITE}/{version}/{r.id}/robustness.png"] = curve
             img_root = f"../../{gallery_from}/{version}/" if gallery_from else ""
@@ -232,7 +234,8 @@ def _curve(r: StoredResult, layout: Layout) -> bytes | None:
         if m["value"] is not None:
             eps = b.split("-", 1)[1]
             points.append(plots.Point(float(eps), m["value"], y_lo=m["ci_low"], y_hi=m["ci_high"], label=eps))
-    return plots.robustness_curve(points, title=f"{r.name} ({r.id})")
+    return plots.robustness_curve(points, title=f"{r.name} ({r.id})",
+                                  ylabel=layout.robust_metric.replace("_", " "))
 
 
 def _version_json(spec: VersionSpec, tables: list[BoardTable], view: MethodsView) -> dict[str, Any]:

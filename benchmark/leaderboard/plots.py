@@ -39,7 +39,7 @@ def _err(p: Point, axis: str) -> tuple[float, float]:
     return (0.0 if lo is None else v - lo, 0.0 if hi is None else hi - v)
 
 
-def robustness_curve(points: list[Point], *, title: str) -> bytes:
+def robustness_curve(points: list[Point], *, title: str, ylabel: str = "accuracy") -> bytes:
     """Accuracy against the L-inf budget (x in 1/255 units; 0 = clean), with CI bars."""
     with plt.rc_context({"font.size": 9}):
         fig, ax = plt.subplots(figsize=(5, 3.4))
@@ -53,7 +53,7 @@ def robustness_curve(points: list[Point], *, title: str) -> bytes:
             ax.text(0.5, 0.5, "no robustness scores", ha="center", va="center", transform=ax.transAxes)
         ax.set_ylim(0, 1)
         ax.set_xlabel("L-inf budget (eps x 255)")
-        ax.set_ylabel("accuracy")
+        ax.set_ylabel(ylabel)
         lines = textwrap.wrap(title, 60) or [""]  # a long submission name wraps instead of being cut off
         ax.set_title("\n".join(lines[:3]))
         ax.grid(alpha=0.3)
