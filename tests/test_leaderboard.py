@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -88,7 +89,9 @@ def test_generates_ranked_tables_csv_json_and_site(cli, results, tmp_path):
             assert (out / "site" / "v1" / sid / rel).is_file()
             assert f'src="{sid}/{rel}"' in page
     index = (out / "site" / "index.html").read_text()
-    assert "http" not in index.replace("http-equiv", "")  # nothing fetched from the network
+    # nothing fetched from the network: every resource is local (links to a submission's paper are allowed)
+    assert not re.findall(r'(?:src="|<link[^>]*href="|url\()(?:https?:)?//', index)
+    assert "https://example.org/pgd-at" in index  # the paper / code column links out
     assert (out / "site" / "v1" / "scatter-full-saliency.png").is_file()
     assert index.index("scatter-full-saliency.png") < index.index("scatter-full-gradcam.png")  # default first
 

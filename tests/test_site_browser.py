@@ -13,6 +13,7 @@ from pathlib import Path
 
 import leaderboard_fixtures as F
 import pytest
+from fxbench.leaderboard.tables import Ranking
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.browser
@@ -137,14 +138,40 @@ class Browser:
             self.proc.wait()
 
 
+LONG_NAME = "ResNet-10t, FGSM adversarial training with random start (L-inf 4/255)"  # a real baseline's name
+HOSTILE = '<img src=x onerror="window.pwned=1">Evil & "quoted"'
+V2_RANKING = Ranking(rank_by=("robust/linf-4/balanced_accuracy", "clean/balanced_accuracy"),
+                     unranked_flags=frozenset(), min_n_for_ci=20, n=801, n_fracture=143)
+PARAMS = {"erm-baseline": 850_000, "pgd-at": 4_900_000, "trades": 11_200_000, "fast-at": 23_500_000}
+
+
+def _write(folder: Path, f: F.Fake, *, version: str, **submission) -> None:
+    samples = F.make_samples(f)
+    result = F.make_result(f, samples, version=version)
+    result["submission"].update(submission)
+    F.write_stored(folder / version, f, version=version, result=result, samples=samples)
+
+
 @pytest.fixture
 def site(tmp_path) -> Path:
+    """v1: four full-preset results (one with a real baseline's long name; parameter counts whose labels sort
+    differently as text: 850k, 4.9M, 11.2M, 23.5M). v2: quick-preset results only, one of them with hostile
+    strings in every submitted text field."""
     from fxbench.leaderboard.generate import build_leaderboard, write_leaderboard
 
     out = tmp_path / "board"  # the repository's layout: the store beside site/, gallery images linked there
-    results = F.make_store(out / "results")
-    write_leaderboard(build_leaderboard(results_dir=results, spec_for=F.fake_spec, gallery_from="results"),
-                      out_dir=out)
+    results = out / "results"
+    for f in F.DEFAULT_FAKES:
+        extra = {"name": LONG_NAME} if f.id == "fast-at" else {}
+        _write(results, f, version="v1", n_parameters=PARAMS[f.id], **extra)
+    _write(results, F.Fake("quick-a", clean=30, robust={4: 20}, preset="quick"), version="v2")
+    evil = F.Fake("quick-evil", clean=28, robust={4: 10}, preset="quick",
+                  flags=[{"code": "odd-flag", "message": HOSTILE}])
+    _write(results, evil, version="v2", name=HOSTILE, architecture=HOSTILE, authors=[HOSTILE],
+           training={"adversarial": True, "method": HOSTILE, "eps": "4/255", "norm": "linf", "extra_data": HOSTILE})
+    board = build_leaderboard(results_dir=results, spec_for=F.fake_spec, gallery_from="results",
+                              ranking_for=lambda v: V2_RANKING if v == "v2" else None)
+    write_leaderboard(board, out_dir=out)
     assert not list((out / "site").rglob("gallery")), "linked, not copied"
     return out / "site"
 
@@ -158,7 +185,25 @@ def browser(tmp_path):
 
 def row_ids(b: Browser, table: str) -> list[str]:
     return b.js(f"Array.from(document.querySelectorAll('#{table} tbody tr')).filter(r => !r.hidden)"
-                ".map(r => r.dataset.id)")
+                ".map(r => r.dataset.id).filter(Boolean)")
+
+
+def col_index(b: Browser, table: str, key: str) -> int:
+    i = b.js(f"Array.from(document.querySelectorAll('#{table} thead th')).findIndex(th => th.dataset.col === '{key}')")
+    assert i >= 0, key
+    return i
+
+
+def column_values(b: Browser, table: str, key: str) -> list:
+    """The numbers a column holds (data-value), in the rows' displayed order; None where missing."""
+    i = col_index(b, table, key)
+    return b.js(f"Array.from(document.querySelectorAll('#{table} tbody tr[data-id]')).filter(r => !r.hidden)"
+                f".map(r => r.cells[{i}].dataset.value).map(v => v === '' ? null : parseFloat(v))")
+
+
+def visible(b: Browser, selector: str) -> bool:
+    return b.js(f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
+                "return !!e && !e.hidden && e.getClientRects().length > 0; })()")
 
 
 def test_site_in_headless_chromium(site, browser, tmp_path):
@@ -167,33 +212,89 @@ def test_site_in_headless_chromium(site, browser, tmp_path):
     assert b.js("document.title") == "fxbench leaderboard"
     assert row_ids(b, "board-v1-full") == ["pgd-at", "trades", "fast-at", "erm-baseline"]
 
-    # Sort by robust accuracy at 8/255: scores first high-to-low, a second click reverses.
-    col = b.js("Array.from(document.querySelectorAll('#board-v1-full thead th'))"
-               ".findIndex(th => th.textContent.includes('8/255'))")
+    # The compact default fits a 1400 px window: nothing scrolls sideways, no model name wraps.
+    assert b.js("document.documentElement.scrollWidth") <= b.js("window.innerWidth")
+    heights = b.js("Array.from(document.querySelectorAll('#board-v1-full td.sub a'))"
+                   ".map(a => a.getClientRects().length)")
+    assert heights == [1, 1, 1, 1], heights  # one line box each, the long real name included
+    assert not visible(b, f"#board-v1-full th:nth-child({col_index(b, 'board-v1-full', 'robust/linf-8/accuracy') + 1})")
+
+    # Column chooser: show robust accuracy at 8/255 on every board; remembered across a reload; reset.
+    b.click("#v1 details.columns summary")
+    b.click("#v1 details.columns input[data-col='robust/linf-8/accuracy']")
+    col = col_index(b, "board-v1-full", "robust/linf-8/accuracy")
     header = f"#board-v1-full thead th:nth-child({col + 1}) button"
+    assert visible(b, header)
+    b.open((site / "index.html").as_uri())
+    assert visible(b, header), "the column choice is remembered"
+
+    # Sorting by clicking a header cell sorts by the value, high-to-low first; a second click reverses.
     b.click(header)
-    assert row_ids(b, "board-v1-full") == ["trades", "pgd-at", "fast-at", "erm-baseline"]
+    got = column_values(b, "board-v1-full", "robust/linf-8/accuracy")
+    assert got == sorted(got, reverse=True) and row_ids(b, "board-v1-full") == ["trades", "pgd-at", "fast-at",
+                                                                                 "erm-baseline"]
     assert b.js(f"document.querySelector('{header}').parentElement.getAttribute('aria-sort')") == "descending"
     b.click(header)
     assert row_ids(b, "board-v1-full") == ["erm-baseline", "fast-at", "pgd-at", "trades"]
+    # Parameters: labels 850k, 4.9M, 11.2M, 23.5M sort wrongly as text; the values sort right.
+    b.click("#v1 details.columns summary")  # closed again by the reload
+    b.click("#v1 details.columns input[data-col='parameters']")
+    b.click(f"#board-v1-full thead th:nth-child({col_index(b, 'board-v1-full', 'parameters') + 1}) button")
+    assert column_values(b, "board-v1-full", "parameters") == sorted(PARAMS.values(), reverse=True)
+    assert row_ids(b, "board-v1-full") == ["fast-at", "trades", "pgd-at", "erm-baseline"]
+    # Ties keep the page's order (the ranking) whatever was sorted before: pgd-at and trades both keep 16 of 40.
+    assert b.js("document.querySelector(\"#v1 details.columns input[data-col='robust/linf-4/accuracy']\").checked")
+    b.click(f"#board-v1-full thead th:nth-child({col_index(b, 'board-v1-full', 'robust/linf-4/accuracy') + 1}) button")
+    assert row_ids(b, "board-v1-full") == ["pgd-at", "trades", "fast-at", "erm-baseline"]
     b.click("#board-v1-full thead th:nth-child(2) button")  # text column: A-Z by name
-    assert row_ids(b, "board-v1-full") == ["erm-baseline", "fast-at", "pgd-at", "trades"]
+    assert row_ids(b, "board-v1-full")[0] == "erm-baseline"
+    b.click("#v1 details.columns button.reset")
+    assert not visible(b, header)
 
-    # Filter rows as a person types.
+    # Filter rows as a person types; a filter that matches nothing says so.
     b.type_into("#filter", "adversarial")
-    assert row_ids(b, "board-v1-full") == ["fast-at", "pgd-at", "trades"]
+    assert sorted(row_ids(b, "board-v1-full")) == ["fast-at", "pgd-at", "trades"]
+    assert not visible(b, "#board-v1-full + p.no-match")
     b.type_into("#filter", "gradient-masking")
     assert row_ids(b, "board-v1-full") == ["fast-at"]
+    b.type_into("#filter", "no-such-model")
+    assert row_ids(b, "board-v1-full") == []
+    assert visible(b, "#board-v1-full + p.no-match")
+    assert b.js("document.querySelector('#board-v1-full + p.no-match').textContent") == \
+        "No submission matches \u201cno-such-model\u201d."
+    assert b.js("document.querySelectorAll('#board-v2-quick tbody tr.reference:not([hidden])').length") == 3
     b.type_into("#filter", "")
     b.js("document.querySelector('#filter').dispatchEvent(new Event('input'))")
-    assert len(row_ids(b, "board-v1-full")) == 4
+    assert len(row_ids(b, "board-v1-full")) == 4 and not visible(b, "#board-v1-full + p.no-match")
+
+    # v2 has quick results only: the full-preset table is there, empty, saying why; the quick one has no ranks.
+    assert row_ids(b, "board-v2-full") == [] and visible(b, "#board-v2-full")
+    assert "No full-preset results yet" in b.js("document.querySelector('#v2 p.empty-state').textContent")
+    assert b.js("document.querySelector('#board-v2-full').previousElementSibling.previousElementSibling"
+                ".classList.contains('empty-state')")
+    assert sorted(row_ids(b, "board-v2-quick")) == ["quick-a", "quick-evil"]
+    assert b.js("Array.from(document.querySelectorAll('#board-v2-quick th')).map(th => th.textContent)"
+                ".includes('rank')") is False
+
+    # Hostile submitted text stays text: no element it could create, no script it could run.
+    assert b.js("document.querySelectorAll('[onerror]').length") == 0 and b.js("window.pwned") is None
+    assert HOSTILE in b.js("document.querySelector('#board-v2-quick tr[data-id=quick-evil] td.sub a').textContent")
+
+    # A table per threat model: L-inf with every budget.
+    b.click("#v1 details.threats summary")
+    heads = b.js("Array.from(document.querySelectorAll('#threat-v1-full-linf th')).map(th => th.textContent)")
+    assert [h for h in heads if "/255" in h] == ["L∞ 1/255", "L∞ 2/255", "L∞ 4/255", "L∞ 8/255"]
+    assert visible(b, "#threat-v1-full-l2-none")
 
     # The scatter plot switches between attribution methods.
-    b.js("(() => { const s = document.querySelector('select.image-switch'); s.value = s.options[1].value;"
+    b.js("(() => { const s = document.querySelector('#v1 select.image-switch'); s.value = s.options[1].value;"
          "s.dispatchEvent(new Event('change')); })()")
     loaded = b.images_loaded()
     assert loaded and all(w > 0 for _, w in loaded), loaded
     assert any(src.endswith("scatter-full-gradcam.png") for src, _ in loaded)
+
+    # Downloads in the header.
+    assert b.js("Array.from(document.querySelectorAll('nav a[download]')).map(a => a.textContent)") == ["CSV", "JSON"]
 
     shot = tmp_path / "leaderboard-index.png"
     b.screenshot(shot)
@@ -205,13 +306,24 @@ def test_site_in_headless_chromium(site, browser, tmp_path):
     loaded = b.images_loaded()
     assert len(loaded) == 1 + 4, loaded  # robustness curve + 2 images x 2 methods
     assert all(w > 0 for _, w in loaded), loaded
+    assert "--preset full" in b.js("document.querySelector('pre.command').textContent")
     b.type_into("#filter", "linf-8")
     assert b.js("Array.from(document.querySelectorAll('#metrics tbody tr')).filter(r => !r.hidden).length") == 2
+    b.type_into("#filter", "nothing-like-this")
+    assert b.js("document.querySelector('#metrics + p.no-match').textContent").startswith("No metric matches")
     page_shot = tmp_path / "leaderboard-submission.png"
     b.screenshot(page_shot)
+    # Gallery images open at full size.
+    b.click(".gallery figure a img")
+    b.wait_for("Page.loadEventFired")
+    assert b.js("location.pathname").endswith(".png") and "/results/v1/pgd-at/gallery/" in b.js("location.pathname")
 
     b.open((site / "v1" / "methods.html").as_uri())
     assert b.js("document.querySelectorAll('#methods-pooled tbody tr.reference').length") == 3
+
+    b.open((site / "v2" / "quick-evil.html").as_uri())
+    assert b.js("document.querySelectorAll('[onerror]').length") == 0 and b.js("window.pwned") is None
+    assert b.js("document.querySelector('h1').textContent") == HOSTILE
 
     assert b.errors() == []
     for p in (shot, page_shot):

@@ -38,7 +38,10 @@ def leaderboard(
     from ..leaderboard.generate import build_leaderboard, check_leaderboard, write_leaderboard
 
     linked = Path(results).resolve() == (Path(out) / "results").resolve()  # the store sits beside site/
-    board = build_leaderboard(results_dir=results, gallery_from="results" if linked else None)
+    # the repository's own layout (leaderboard/ beside docs/ and submissions/): link those from the site
+    in_repo = linked and (Path(out).resolve().parent / "docs" / "submissions.md").is_file()
+    board = build_leaderboard(results_dir=results, gallery_from="results" if linked else None,
+                              repo_from=".." if in_repo else None)
     what = ", ".join(f"{v}: {n} submission(s)" for v, n in sorted(board.counts.items()))
     if check:
         report = check_leaderboard(board, out_dir=out)

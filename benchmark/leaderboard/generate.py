@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..io import atomic_write_bytes, canonical_json, replace_dir
+from ..io import atomic_write_bytes, canonical_json, replace_dir, sha256_file
 from . import markdown, plots, site
 from .layout import ASSETS, Layout, load_layout
 from .store import PRESETS, StoredResult, VersionSpec, load_store
@@ -29,6 +29,7 @@ from .tables import (
     budgets,
     methods,
     methods_view,
+    ranked_layout,
     training_text,
     version_ranking,
     version_tables,
@@ -67,16 +68,23 @@ def build_leaderboard(
     layout: Layout | None = None,
     ranking_for: Callable[[str], Ranking | None] | None = None,
     gallery_from: str | None = None,
+    repo_from: str | None = None,
 ) -> Leaderboard:
     """``ranking_for``: a version's ranking rules (default: its benchmark.yaml ``leaderboard:`` section).
     ``gallery_from``: the results folder relative to the leaderboard's root (``results`` in this
     repository): the site then links the gallery images where the store keeps them instead of copying them
-    (v2's 448 px galleries would double the repository's size); None copies them into site/."""
+    (v2's 448 px galleries would double the repository's size); None copies them into site/. The result
+    files are then linked from the submission pages too.
+    ``repo_from``: the repository root relative to the leaderboard's root (``..`` in this repository): the
+    site then links the submission guide, the citation, the changelog and each submission's folder (model
+    card, model.yaml, weights); None leaves those links out."""
     store = load_store(results_dir, spec_for=spec_for)
     layout = layout or load_layout()
     ranking_for = ranking_for or version_ranking
     rank_by: dict[str, tuple[str, ...]] = {}
     files: dict[str, bytes] = {}
+    links = site.Links(repo=repo_from, results=gallery_from)
+    headline_xai = f"xai/{layout.scatter_default_method}/{layout.localisation[0]}"
     md_versions, sections, json_versions, csv_rows = [], [], [], []
     for version in sorted(store.versions, key=_version_key):
         spec = store.specs[version]
@@ -98,7 +106,8 @@ def build_leaderboard(
             lay = layout if ranking is None else replace(layout, scatter_y=ranking.rank_by[0])
             scatters.append((t.preset, _scatters(t, lay, files)))
         for r in results:
-            curve = _curve(r, layout)
+            # the curve plots the version's robust metric (v2: balanced accuracy), as its tables do
+            curve = _curve(r, layout if ranking is None else ranked_layout(layout, ranking))
             if curve is not None:
                 files[f"{SITE}/{version}/{r.id}/robustness.png"] = curve
             img_root = f"../../{gallery_from}/{version}/" if gallery_from else ""
@@ -106,16 +115,23 @@ def build_leaderboard(
                 for rel, path in r.gallery.items():
                     files[f"{SITE}/{version}/{r.id}/{rel}"] = path.read_bytes()
             files[f"{SITE}/{version}/{r.id}.html"] = site.submission_page(
-                r, has_curve=curve is not None, img_root=img_root).encode()
-        files[f"{SITE}/{version}/methods.html"] = site.methods_page(view).encode()
-        if ranking is not None and any(r.gallery for r in results):  # v2 on: one page, same image per model
-            files[f"{SITE}/{version}/gallery.html"] = site.gallery_page(version, results, img_root=img_root).encode()
+                r, has_curve=curve is not None, img_root=img_root, links=links,
+                files=_submission_files(r, links, repo_root=_repo_root(results_dir, gallery_from,
+                                                                                        repo_from)),
+            ).encode()
+        files[f"{SITE}/{version}/methods.html"] = site.methods_page(view, links=links).encode()
+        has_gallery = ranking is not None and any(r.gallery for r in results)
+        if has_gallery:  # v2 on: one page, same image per model
+            files[f"{SITE}/{version}/gallery.html"] = site.gallery_page(version, results, img_root=img_root,
+                                                                        links=links).encode()
         md_scatters = [f"{SITE}/{images[0][1]}" for _, images in scatters if images]
         md_versions.append((version, note, tables, view, md_scatters))
-        sections.append({"version": version, "note": note, "tables": tables, "scatters": scatters})
+        sections.append({"version": version, "note": note, "tables": tables, "scatters": scatters,
+                         "gallery": has_gallery,
+                         "robust_metric": ranking.robust_metric if ranking is not None else layout.robust_metric})
         json_versions.append(_version_json(spec, tables, view))
         csv_rows += _csv_rows(tables)
-    files[f"{SITE}/index.html"] = site.index(sections).encode()
+    files[f"{SITE}/index.html"] = site.index(sections, links=links, headline_xai=headline_xai).encode()
     for name in SITE_ASSETS:
         files[f"{SITE}/assets/{name}"] = (ASSETS / name).read_bytes()
     files["README.md"] = markdown.render(md_versions, layout, rank_by).encode()
@@ -124,6 +140,56 @@ def build_leaderboard(
     }).encode()
     files["leaderboard.csv"] = _csv(csv_rows)
     return Leaderboard(files=dict(sorted(files.items())), counts={v: len(rs) for v, rs in store.versions.items()})
+
+
+def _repo_root(results_dir: str | Path, gallery_from: str | None, repo_from: str | None) -> Path | None:
+    """The repository folder on disk (from the store's place in the leaderboard folder), or None."""
+    if repo_from is None or gallery_from is None:
+        return None
+    board = Path(results_dir)
+    for _ in Path(gallery_from).parts:
+        board = board.parent
+    return board / repo_from
+
+
+def _submission_files(r: StoredResult, links: site.Links, *, repo_root: Path | None) -> site.SubmissionFiles:
+    """Links from site/<version>/<id>.html to the result files (store beside site/) and to the submission's
+    folder (repository layout): its README.md, its model.yaml and the weights it names. A model.yaml whose
+    sha256 differs from the one the result records is linked with a warning, and its weights are not."""
+    up = "../../"  # site/<version>/ -> the leaderboard folder
+    out: dict[str, Any] = {}
+    if links.results is not None:
+        out["result_json"] = f"{up}{links.results}/{r.version}/{r.id}.json"
+        out["samples"] = f"{up}{links.results}/{r.version}/{r.id}.parquet"
+    if repo_root is not None and links.repo is not None:
+        folder = repo_root / "submissions" / r.id
+        href = f"{up}{links.repo}/submissions/{r.id}/"
+        if (folder / "README.md").is_file():
+            out["model_card"] = href + "README.md"
+        yaml_path = folder / "model.yaml"
+        if yaml_path.is_file() and not yaml_path.is_symlink():
+            out["model_yaml"] = href + "model.yaml"
+            if sha256_file(yaml_path) != r.result["submission"].get("yaml_sha256"):
+                out["yaml_note"] = "(changed since this result was computed)"
+            else:
+                out |= _weights(yaml_path, href)
+    return site.SubmissionFiles(**out)
+
+
+def _weights(yaml_path: Path, href: str) -> dict[str, str]:
+    from ..errors import FxbenchError
+    from ..models.spec import ModelSpec
+
+    try:
+        ck = ModelSpec.from_yaml(yaml_path).checkpoint
+    except FxbenchError:
+        return {}
+    if ck.url:
+        return {"weights": ck.url, "weights_label": f"weights ({ck.url.rsplit('/', 1)[-1]}, downloaded by URL)"}
+    if ck.path and (yaml_path.parent / ck.path).is_file():
+        size = (yaml_path.parent / ck.path).stat().st_size
+        return {"weights": href + ck.path, "weights_label": f"weights ({Path(ck.path).name}, {size / 1e6:.1f} MB)"}
+    return {}
 
 
 def _scatters(t: BoardTable, layout: Layout, files: dict[str, bytes]) -> list[tuple[str, str]]:
@@ -168,7 +234,8 @@ def _curve(r: StoredResult, layout: Layout) -> bytes | None:
         if m["value"] is not None:
             eps = b.split("-", 1)[1]
             points.append(plots.Point(float(eps), m["value"], y_lo=m["ci_low"], y_hi=m["ci_high"], label=eps))
-    return plots.robustness_curve(points, title=f"{r.name} ({r.id})")
+    return plots.robustness_curve(points, title=f"{r.name} ({r.id})",
+                                  ylabel=layout.robust_metric.replace("_", " "))
 
 
 def _version_json(spec: VersionSpec, tables: list[BoardTable], view: MethodsView) -> dict[str, Any]:

@@ -70,6 +70,7 @@ class BoardTable:
     references: list[ReferenceRow] = field(default_factory=list)
     note: str = ""  # e.g. why the table is empty
     min_n_for_ci: int | None = None  # below this n a score is printed without a CI ("n too small")
+    rank_by: tuple[str, ...] = ()  # the sort keys the rows are in (the first is the headline score)
 
 
 @dataclass
@@ -212,8 +213,17 @@ def version_tables(
     """v1: one ranked table per preset with results. Versions with ranking rules: the full-preset table
     always (empty with a note when there are no full results), a "flagged: not ranked" table for results
     carrying an unranked flag, and the quick-preset table without rank numbers; reference rows in each."""
-    if ranking is None:
-        return [main_table(version, p, rs, layout) for p, rs in by_preset.items() if rs]
+    if ranking is None:  # v1: its own columns and sort keys; quick results unranked as from v2
+        tables = [main_table(version, p, rs, layout) for p, rs in by_preset.items() if rs or p == "full"]
+        for t in tables:
+            if t.preset != "full":
+                t.rows = [Row(None, row.result) for row in t.rows]
+                t.columns = [c for c in t.columns if c.key != "rank"]
+                t.kind = "quick"
+            elif not t.rows:
+                t.note = ("No full-preset results for this version: only quick-preset results (reduced "
+                          "batteries) were computed. They are listed below, unranked.")
+        return tables
     tables = []
     flagged_all = []
     for preset in ("full", "quick"):
@@ -260,11 +270,13 @@ def main_table(
                 cols.append(Column(mid, f"{m} {metric.replace('_', ' ')}", "localisation"))
     cols.append(Column("flags", "flags"))
     if ranking is None:
-        return BoardTable(version=version, preset=preset, columns=cols, rows=rank(results, layout))
+        return BoardTable(version=version, preset=preset, columns=cols, rows=rank(results, layout),
+                          rank_by=layout.rank_by)
     refs = [r for r in results if r.id in ranking.reference_submissions]
     rows = rank([r for r in results if r not in refs], layout)
-    if preset != "full":  # quick-preset results never get rank numbers
+    if preset != "full":  # quick-preset results never get rank numbers, nor a rank column
         rows = [Row(None, row.result) for row in rows]
+        cols = [c for c in cols if c.key != "rank"]
     rows += [Row(None, r) for r in sorted(refs, key=lambda r: r.id)]  # evaluated like any model, never ranked
     if not results:  # the empty full table still shows the headline columns
         b = ranking.rank_by[0].split("/")
@@ -283,6 +295,7 @@ def main_table(
         kind="main" if preset == "full" else "quick",
         references=reference_rows(ranking, budget_ids),
         min_n_for_ci=ranking.min_n_for_ci,
+        rank_by=layout.rank_by,
     )
 
 

@@ -12,7 +12,7 @@ import re
 from enum import StrEnum
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -184,6 +184,9 @@ class Training(_Frozen):
     method: str | None = None
     eps: Eps | None = None
     norm: Norm | None = None
+    # Training data beyond FracAtlas's train split (RobustBench's "extra data"): false, true, or a short text
+    # such as "ImageNet-pretrained" or "MURA". Declared, not checked; shown on the leaderboard ("-" if absent).
+    extra_data: bool | Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")] | None = None
 
     @field_validator("eps", mode="before")
     @classmethod
@@ -214,7 +217,7 @@ class Training(_Frozen):
             "eps": self.eps.text if self.eps else None,
             "eps_value": self.eps.value if self.eps else None,
             "norm": self.norm.value if self.norm else None,
-        }
+        } | ({} if self.extra_data is None else {"extra_data": self.extra_data})  # results before it: unchanged
 
 
 class Explain(_Frozen):
