@@ -1,15 +1,20 @@
-// fxbench leaderboard: sortable and filterable tables, and image switchers. No dependencies, no network.
+// fxbench leaderboard: sortable and filterable tables, a column chooser, image switchers.
+// No dependencies, no network; works from file://.
 (function () {
   "use strict";
 
-  // A cell's sort key: data-value (a number, "" = missing) when present, else its text.
+  var STORE = "fxbench.columns"; // localStorage: {column key: shown?}, shared by every board
+
+  // A cell's sort key: data-value (a number, "" = missing) when present, else its text. Sorting never reads
+  // a number cell's label ("0.577 [0.53, 0.62]").
   function key(row, col) {
     var cell = row.cells[col];
     if (!cell) return null;
     var v = cell.getAttribute("data-value");
     if (v === null) return cell.textContent.trim().toLowerCase();
     if (v === "") return null;
-    return parseFloat(v);
+    var x = parseFloat(v);
+    return isNaN(x) ? null : x;
   }
 
   function compare(a, b, dir) {
@@ -24,9 +29,9 @@
   function sortBy(table, col, dir) {
     var body = table.tBodies[0];
     var rows = Array.prototype.slice.call(body.rows);
-    rows.forEach(function (r, i) { r._pos = i; });
     rows.sort(function (a, b) {
-      return compare(key(a, col), key(b, col), dir) || a._pos - b._pos; // stable
+      // ties keep the page's own order (the ranking), whatever was clicked before
+      return compare(key(a, col), key(b, col), dir) || a._pos - b._pos;
     });
     rows.forEach(function (r) { body.appendChild(r); });
     var ths = table.tHead.rows[0].cells;
@@ -37,6 +42,7 @@
   }
 
   function setUpSorting(table) {
+    Array.prototype.forEach.call(table.tBodies[0].rows, function (r, i) { r._pos = i; });
     var ths = table.tHead.rows[0].cells;
     Array.prototype.forEach.call(ths, function (th, col) {
       var button = th.querySelector("button") || th;
@@ -50,12 +56,87 @@
     });
   }
 
+  // The message under a table that a filter emptied.
+  function noMatch(table) {
+    var next = table.nextElementSibling;
+    if (next && next.classList.contains("no-match")) return next;
+    var p = document.createElement("p");
+    p.className = "no-match";
+    p.setAttribute("role", "status");
+    p.hidden = true;
+    table.parentNode.insertBefore(p, table.nextSibling);
+    return p;
+  }
+
+  function applyFilter(text) {
+    var words = text.toLowerCase().split(/\s+/).filter(Boolean);
+    document.querySelectorAll("table.sortable").forEach(function (table) {
+      var shown = 0;
+      Array.prototype.forEach.call(table.tBodies[0].rows, function (row) {
+        if (row.classList.contains("reference")) return; // the rows to read the others against stay
+        var t = row.textContent.toLowerCase();
+        row.hidden = !words.every(function (w) { return t.indexOf(w) >= 0; });
+        if (!row.hidden) shown++;
+      });
+      var msg = noMatch(table);
+      msg.hidden = !(words.length && shown === 0);
+      var noun = table.getAttribute("data-noun") || "submission";
+      msg.textContent = msg.hidden ? "" : "No " + noun + " matches \u201c" + text.trim() + "\u201d.";
+    });
+  }
+
   function setUpFilter(input) {
-    input.addEventListener("input", function () {
-      var words = input.value.toLowerCase().split(/\s+/).filter(Boolean);
-      document.querySelectorAll("table.sortable tbody tr").forEach(function (row) {
-        var text = row.textContent.toLowerCase();
-        row.hidden = !words.every(function (w) { return text.indexOf(w) >= 0; });
+    input.addEventListener("input", function () { applyFilter(input.value); });
+    if (input.value) applyFilter(input.value);
+  }
+
+  // Column chooser: a checkbox per column key; the choice applies to every board table on the page.
+  function loadChoice() {
+    try { return JSON.parse(window.localStorage.getItem(STORE) || "{}") || {}; } catch (e) { return {}; }
+  }
+
+  function saveChoice(choice) {
+    try { window.localStorage.setItem(STORE, JSON.stringify(choice)); } catch (e) { /* private mode: no memory */ }
+  }
+
+  function showColumn(colKey, on) {
+    document.querySelectorAll("table.board").forEach(function (table) {
+      var ths = table.tHead.rows[0].cells;
+      for (var i = 0; i < ths.length; i++) {
+        if (ths[i].getAttribute("data-col") !== colKey) continue;
+        ths[i].classList.toggle("off", !on);
+        Array.prototype.forEach.call(table.tBodies[0].rows, function (row) {
+          if (row.cells[i]) row.cells[i].classList.toggle("off", !on);
+        });
+      }
+    });
+    document.querySelectorAll("details.columns input[data-col]").forEach(function (box) {
+      if (box.getAttribute("data-col") === colKey) box.checked = on;
+    });
+  }
+
+  function setUpColumns() {
+    var boxes = document.querySelectorAll("details.columns input[data-col]");
+    if (!boxes.length) return;
+    var defaults = {};
+    boxes.forEach(function (box) { defaults[box.getAttribute("data-col")] = box.defaultChecked; });
+    var choice = loadChoice();
+    Object.keys(choice).forEach(function (k) {
+      if (k in defaults && choice[k] !== defaults[k]) showColumn(k, !!choice[k]);
+    });
+    boxes.forEach(function (box) {
+      box.addEventListener("change", function () {
+        var k = box.getAttribute("data-col");
+        var c = loadChoice();
+        c[k] = box.checked;
+        saveChoice(c);
+        showColumn(k, box.checked);
+      });
+    });
+    document.querySelectorAll("details.columns button.reset").forEach(function (b) {
+      b.addEventListener("click", function () {
+        saveChoice({});
+        Object.keys(defaults).forEach(function (k) { showColumn(k, defaults[k]); });
       });
     });
   }
@@ -69,6 +150,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("table.sortable").forEach(setUpSorting);
+    setUpColumns();
     var filter = document.getElementById("filter");
     if (filter) setUpFilter(filter);
     document.querySelectorAll("select.image-switch").forEach(setUpSwitch);
