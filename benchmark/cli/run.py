@@ -35,8 +35,14 @@ def run(
     seed: int | None = typer.Option(None, "--seed", help="Seed (default: the benchmark definition's)."),
     trust_code: bool = typer.Option(False, "--trust-code", help="Allow a model.yaml entrypoint (runs the submitter's Python code)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; errors and the result path only."),
+    executor: str = typer.Option("local", "--executor", help="local (this process) | ray (shards as Ray tasks; extra fxbench[ray])."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a new local one)."),
+    max_retries: int | None = typer.Option(None, "--max-retries", help="Ray: reruns of a shard whose worker died (default 3)."),
 ) -> None:
     """Run the robustness and explanation batteries on a submission."""
+    from ..executors import make_executor
+
+    chosen = make_executor(executor, address=ray_address, max_retries=max_retries)
     console = Console(stderr=True, quiet=quiet)
     bar = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -59,6 +65,7 @@ def run(
         result = run_submission(
             path, data=data, preset=preset, device=device, out=out, limit=limit, seed=seed,
             trust_code=trust_code, progress=RunProgress(start=start, advance=advance, note=note),
+            executor=None if chosen.name == "local" else chosen,
         )
     finally:
         bar.stop()
