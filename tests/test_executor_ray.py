@@ -272,3 +272,25 @@ def test_run_many_on_ray_one_queue_each_result_whole(cluster, submission, refere
     assert result["submission"]["id"] == "tiny-other" and result["benchmark"]["dataset"]["n"] == LIMIT
     assert not (out / ".fxbench-shards").exists()  # every submission's shards dropped once it was published
     assert r.stdout.split() == [str(out / "tiny-test" / "result.json"), str(out / "tiny-other" / "result.json")]
+
+
+@pytest.mark.slow
+def test_ctrl_c_cancels_the_tasks_and_says_how_to_resume(cluster, submission, tmp_path):
+    """A real SIGINT to `fxbench run --executor ray` joined to this module's cluster."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "fxbench", "run", str(submission), "--executor", "ray", "--ray-address", cluster,
+           "--out", str(out), "--device", "cpu", "--preset", "quick", "--limit", "8", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not shard_workers() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert "error: interrupted; rerun the same command to resume" in err and "Traceback" not in err
+    assert no_shard_left_running()
+    assert not (out / "tiny-test" / "result.json").exists()

@@ -67,12 +67,20 @@ def run(
             trust_code=trust_code, progress=RunProgress(start=start, advance=advance, note=note),
             executor=None if chosen.name == "local" else chosen,
         )
+    except KeyboardInterrupt:
+        raise interrupted() from None
     finally:
         bar.stop()
     if quiet:
         typer.echo(str(result.out_dir / "result.json"))
         return
     print_summary(result, Console())
+
+
+def interrupted() -> typer.Exit:
+    """Ctrl-C: typer exits 130 silently on KeyboardInterrupt, before cli.main could say what to do."""
+    typer.echo("error: interrupted; rerun the same command to resume (finished shards are kept).", err=True)
+    return typer.Exit(code=130)
 
 
 def _fmt(m: dict | None) -> str:

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..errors import FxbenchError
 from ..run import Progress as RunProgress
 from ..run import run_many
+from .run import interrupted
 
 
 def register(app: typer.Typer) -> None:
@@ -57,6 +58,8 @@ def run_many_command(
         many = run_many(paths, data=data, preset=preset, device=device, out=out, limit=limit, seed=seed,
                         trust_code=trust_code, executor=None if chosen.name == "local" else chosen,
                         progress=RunProgress(start=start, advance=advance, note=note))
+    except KeyboardInterrupt:
+        raise interrupted() from None
     finally:
         bar.stop()
     for outcome in many.outcomes:
