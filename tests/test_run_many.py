@@ -38,6 +38,10 @@ def test_run_many_needs_a_submission_and_a_known_executor(tmp_path, cli):
     assert r.exit_code == 2 and "--executor 'dask'" in r.stderr and "Traceback" not in r.stderr
     r = cli("run", tmp_path, "--ray-address", "127.0.0.1:6379", "--out", tmp_path / "out")
     assert r.exit_code == 2 and "--ray-address is for --executor ray" in r.stderr
+    for bad in ("0", "-1", "1.5"):
+        r = cli("run", tmp_path, "--executor", "ray", "--ray-gpus-per-task", bad, "--out", tmp_path / "out")
+        assert r.exit_code == 2 and f"--ray-gpus-per-task {float(bad)}" in r.stderr, r
+    assert not (tmp_path / "out").exists()
 
 
 def test_ctrl_c_says_how_to_resume(tmp_path, cli, monkeypatch):

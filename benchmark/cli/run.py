@@ -38,11 +38,12 @@ def run(
     executor: str = typer.Option("local", "--executor", help="local (this process) | ray (shards as Ray tasks; extra fxbench[ray])."),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a new local one)."),
     max_retries: int | None = typer.Option(None, "--max-retries", help="Ray: reruns of a shard whose worker died (default 3)."),
+    gpus_per_task: float | None = typer.Option(None, "--ray-gpus-per-task", help="Ray on CUDA: GPUs per shard (default 1; 0.25 runs 4 small-model shards per GPU)."),
 ) -> None:
     """Run the robustness and explanation batteries on a submission."""
     from ..executors import make_executor
 
-    chosen = make_executor(executor, address=ray_address, max_retries=max_retries)
+    chosen = make_executor(executor, address=ray_address, max_retries=max_retries, gpus_per_task=gpus_per_task)
     console = Console(stderr=True, quiet=quiet)
     bar = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

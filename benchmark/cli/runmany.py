@@ -23,6 +23,7 @@ def run_many_command(
     executor: str = typer.Option("local", "--executor", help="local | ray (one queue for every submission's shards)."),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a new local one)."),
     max_retries: int | None = typer.Option(None, "--max-retries", help="Ray: reruns of a shard whose worker died (default 3)."),
+    gpus_per_task: float | None = typer.Option(None, "--ray-gpus-per-task", help="Ray on CUDA: GPUs per shard (default 1; 0.25 runs 4 small-model shards per GPU)."),
     data: Path | None = typer.Option(None, "--data", help="Prepared dataset folder (default: FXBENCH_HOME's, else the embedded subset)."),
     preset: str = typer.Option("auto", "--preset", help="quick | full | auto (full on CUDA, quick on the CPU)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
@@ -38,7 +39,7 @@ def run_many_command(
     then 2. With --executor ray the shards of all submissions share one queue on the cluster."""
     from ..executors import make_executor
 
-    chosen = make_executor(executor, address=ray_address, max_retries=max_retries)
+    chosen = make_executor(executor, address=ray_address, max_retries=max_retries, gpus_per_task=gpus_per_task)
     console = Console(stderr=True, quiet=quiet)
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=console, disable=quiet, transient=False)

@@ -26,17 +26,21 @@ class Executor(Protocol):
     def run(self, runs: list, *, progress, on_done, keep_going: bool = False) -> list: ...
 
 
-def make_executor(name: str, *, address: str | None = None, max_retries: int | None = None) -> Executor:
+def make_executor(name: str, *, address: str | None = None, max_retries: int | None = None,
+                  gpus_per_task: float | None = None) -> Executor:
     if name == "local":
-        if address:
+        given = [o for o, v in (("--ray-address", address), ("--max-retries", max_retries),
+                                ("--ray-gpus-per-task", gpus_per_task)) if v is not None]
+        if given:
             from ..errors import FxbenchError
 
-            raise FxbenchError("--ray-address is for --executor ray; the local executor runs in this process.")
+            raise FxbenchError(f"{given[0]} is for --executor ray; the local executor runs in this process.")
         return LocalExecutor()
     if name == "ray":
         from .ray import DEFAULT_MAX_RETRIES, RayExecutor
 
-        return RayExecutor(address=address, max_retries=DEFAULT_MAX_RETRIES if max_retries is None else max_retries)
+        return RayExecutor(address=address, max_retries=DEFAULT_MAX_RETRIES if max_retries is None else max_retries,
+                           num_gpus=1 if gpus_per_task is None else gpus_per_task)
     from ..errors import FxbenchError
 
     raise FxbenchError(f"--executor {name!r}: choose one of {', '.join(EXECUTORS)}.")

@@ -76,6 +76,8 @@ class RayExecutor:
                  num_cpus: float = 1, num_gpus: float = 1) -> None:
         if max_retries < 0:
             raise FxbenchError(f"--max-retries {max_retries}: give 0 or more.")
+        if num_gpus <= 0 or (num_gpus > 1 and num_gpus != int(num_gpus)):
+            raise FxbenchError(f"--ray-gpus-per-task {num_gpus}: give a fraction in (0, 1] or a whole number.")
         self.address = address
         self.max_retries = max_retries
         self.num_cpus = num_cpus  # per CPU task
