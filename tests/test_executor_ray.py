@@ -16,8 +16,10 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import ray
+import torch
 from fxbench import run as run_module
 from fxbench.definition import BenchmarkDefinition
 from fxbench.errors import FxbenchError, SubmissionError
@@ -294,3 +296,42 @@ def test_ctrl_c_cancels_the_tasks_and_says_how_to_resume(cluster, submission, tm
     assert "error: interrupted; rerun the same command to resume" in err and "Traceback" not in err
     assert no_shard_left_running()
     assert not (out / "tiny-test" / "result.json").exists()
+
+
+@pytest.mark.slow
+def test_a_shard_on_ray_computes_with_the_drivers_thread_count(cluster):
+    """CPU numbers depend on torch's thread count in the last bits (resnet10t, 8 embedded images: one logit). A task runs
+    with the driver's count, so a local run at 2 threads and its Ray run agree; at 1 thread they would not."""
+    from conftest import REPO
+    from fxbench.clean import CleanBattery
+    from fxbench.data import load_arrays
+    from fxbench.definition import load_definition
+    from fxbench.executors.ray import _task
+    from fxbench.executors.worker import ShardJob
+    from fxbench.models import load_submission, strict_fp32
+    from fxbench.run import _seed_everything
+
+    yaml_path = REPO / "submissions" / "fxb-resnet10t-erm" / "model.yaml"
+    sub = load_submission(yaml_path, device="cpu")
+    definition = load_definition(None)  # as `fxbench run`
+    with pytest.warns(Warning):  # the embedded subset: not leaderboard data, fine here
+        evalset = load_arrays(None, split=definition.raw["dataset"]["split"], limit=8)
+    config = {**definition.battery_config("clean", "quick"), "chunk_size": 8}  # one batch of 8
+    ctx = run_module.RunContext(device=torch.device("cpu"), seed=0, preset="quick", work_dir=Path("."))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        _seed_everything(ctx.shard_seed("clean", "chunk-000"))
+        with strict_fp32():
+            local = CleanBattery().run_shard("chunk-000", model=sub.model, evalset=evalset, config=config, ctx=ctx)
+    finally:
+        torch.set_num_threads(threads)
+    data, prev = ray.put(evalset), ray.put(({}, {}))
+    got = {}
+    for n in (2, 1):
+        job = ShardJob(yaml_path=str(yaml_path), yaml_sha256=sub.yaml_sha256, checkpoint_sha256=sub.checkpoint_sha256,
+                       trust_code=False, device="cpu", seed=0, preset="quick", work_dir=".", battery="clean",
+                       config=config, key="chunk-000", threads=n)
+        got[n] = ray.get(_task(ray).remote(job, [data], [prev])).samples
+    pd.testing.assert_frame_equal(got[2], local.samples, check_exact=True)
+    assert not got[1]["clean/p_fracture"].equals(local.samples["clean/p_fracture"])  # the test can fail

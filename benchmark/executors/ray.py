@@ -30,6 +30,12 @@ DEFAULT_MAX_RETRIES = 3  # a worker lost this many times on one shard means the 
 _TASK = None
 
 
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def import_ray():
     try:
         import ray
@@ -73,29 +79,45 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, *, address: str | None = None, max_retries: int = DEFAULT_MAX_RETRIES,
-                 num_cpus: float = 1, num_gpus: float = 1) -> None:
+                 num_gpus: float = 1) -> None:
         if max_retries < 0:
             raise FxbenchError(f"--max-retries {max_retries}: give 0 or more.")
         if num_gpus <= 0 or (num_gpus > 1 and num_gpus != int(num_gpus)):
             raise FxbenchError(f"--ray-gpus-per-task {num_gpus}: give a fraction in (0, 1] or a whole number.")
         self.address = address
         self.max_retries = max_retries
-        self.num_cpus = num_cpus  # per CPU task
         self.num_gpus = num_gpus  # per GPU task (a fraction packs several small models on one GPU)
+        self.threads = torch_threads()  # each task computes with the driver's torch threads, as a local run
 
     def run(self, runs: list, *, progress, on_done, keep_going: bool = False) -> list:
         ray = import_ray()
         started_here = _connect(ray, self.address)
         try:
+            self._check_cluster(ray, runs)
             return _Scheduler(ray, self, runs, progress, on_done, keep_going).run()
         finally:
             if started_here:
                 ray.shutdown()
 
     def resources(self, prep) -> dict:
+        """One GPU (or --ray-gpus-per-task) on CUDA; on the CPU as many CPUs as the task's torch threads."""
         if prep.dev.type == "cuda":
-            return {"num_gpus": self.num_gpus, "num_cpus": self.num_cpus}
-        return {"num_cpus": self.num_cpus}
+            return {"num_gpus": self.num_gpus, "num_cpus": 1}
+        return {"num_cpus": self.threads}
+
+    def _check_cluster(self, ray, runs: list) -> None:
+        """A task no node can hold would wait forever: say so instead."""
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        if any(p.dev.type == "cuda" for p in runs) and not any(n.get("GPU", 0) >= min(self.num_gpus, 1) for n in nodes):
+            raise FxbenchError("--device cuda with --executor ray: the Ray cluster has no GPU (start the nodes with "
+                               "`ray start --num-gpus N`, or run with --device cpu).")
+        if any(p.dev.type != "cuda" for p in runs) and not any(n.get("CPU", 0) >= self.threads for n in nodes):
+            most = max((n.get("CPU", 0) for n in nodes), default=0)
+            raise FxbenchError(
+                f"each CPU shard computes with this process's {self.threads} torch threads (the local runner's, so "
+                f"that the numbers are the same), but no Ray node has {self.threads} CPUs (most: {most:g}); run "
+                f"with OMP_NUM_THREADS={int(most) or 1} (local and Ray runs then agree at that thread count)."
+            )
 
 
 def _connect(ray, address: str | None) -> bool:
@@ -187,6 +209,7 @@ class _Scheduler:
             yaml_path=str(prep.sub.yaml_path.resolve()), yaml_sha256=prep.sub.yaml_sha256,
             checkpoint_sha256=prep.sub.checkpoint_sha256, trust_code=prep.trust_code, device=prep.dev.type,
             seed=prep.seed, preset=prep.preset, work_dir=str(prep.store.root), battery=name, config=config, key=key,
+            threads=self.ex.threads,
         )
         ref = _task(self.ray).options(max_retries=self.ex.max_retries, retry_exceptions=False,
                                       **self.ex.resources(prep)).remote(job, [self._data_ref(prep)],

@@ -41,6 +41,7 @@ class ShardJob:
     battery: str
     config: dict
     key: str
+    threads: int = 1  # the driver's torch threads: CPU results depend on them in the last bits
     fxbench_version: str = __version__
 
 
@@ -87,6 +88,8 @@ def run_shard(job: ShardJob, evalset, previous: dict, tensors: dict[str, dict[st
     if job.fxbench_version != __version__:
         raise FxbenchError(f"worker {socket.gethostname()} runs fxbench {__version__}, the driver "
                            f"{job.fxbench_version}: install the same fxbench on every node.")
+    if torch.get_num_threads() != job.threads:
+        torch.set_num_threads(job.threads)
     sub = load_model(job)
     ctx = RunContext(device=torch.device(job.device), seed=job.seed, preset=job.preset, work_dir=Path(job.work_dir),
                      previous=dict(previous), _tensor_loader=lambda battery: dict(tensors.get(battery, {})))
