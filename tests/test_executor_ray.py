@@ -335,3 +335,34 @@ def test_a_shard_on_ray_computes_with_the_drivers_thread_count(cluster):
         got[n] = ray.get(_task(ray).remote(job, [data], [prev])).samples
     pd.testing.assert_frame_equal(got[2], local.samples, check_exact=True)
     assert not got[1]["clean/p_fracture"].equals(local.samples["clean/p_fracture"])  # the test can fail
+
+
+def test_a_worker_loads_the_model_and_fetches_the_data_once_for_many_shards(cluster, submission, monkeypatch):
+    """The task body (run in this process here, to count): two shards, one model load, one fetch of each box."""
+    from conftest import make_evalset
+    from fxbench.executors import worker
+    from fxbench.models import load_submission
+
+    loads, gets = [], []
+    monkeypatch.setattr("fxbench.models.load_submission",
+                        lambda *a, **k: loads.append(a) or load_submission(*a, **k))
+    real_get = ray.get
+    monkeypatch.setattr(ray, "get", lambda ref: gets.append(ref) or real_get(ref))
+    monkeypatch.setattr(worker, "_MODELS", type(worker._MODELS)())
+    sub = load_submission(submission)
+    data, prev = ray.put(make_evalset(4)), ray.put(({}, {}))
+    for key in ("chunk-000", "chunk-001"):
+        job = worker.ShardJob(yaml_path=str(submission), yaml_sha256=sub.yaml_sha256,
+                              checkpoint_sha256=sub.checkpoint_sha256, trust_code=False, device="cpu", seed=0,
+                              preset="quick", work_dir=".", battery="clean", key=key,
+                              config={"batch_size": 2, "chunk_size": 2, "threshold": 0.5}, threads=1)
+        out = worker.run_boxed(job, [data], [prev])
+        assert len(out.samples) == 2
+    assert len(loads) == 1 and len(gets) == 2
+
+
+def test_a_cluster_without_a_node_for_the_threads_is_refused(cluster, submission, tmp_path):
+    ex = RayExecutor()
+    ex.threads = 64  # as a driver on a 64-core machine against this 2-CPU cluster: tasks would wait forever
+    with pytest.raises(FxbenchError, match="no Ray node has 64 CPUs .* OMP_NUM_THREADS=2"):
+        run_module.run_submission(submission, out=tmp_path, executor=ex, **OPTS)
