@@ -91,7 +91,10 @@ def run_submission(
     batteries: list[str] | None = None,
     version: str | None = None,
     progress: Progress | None = None,
+    executor=None,
 ) -> RunResult:
+    """``executor``: None runs the shards in this process; an object of ``fxbench.executors`` (e.g. Ray) runs
+    them elsewhere, with the same shards, store and result."""
     from .models import resolve_device
 
     progress = progress or Progress()
@@ -116,13 +119,86 @@ def run_submission(
         with run_lock(out):
             return _run_locked(path, out=out, data=data, preset=preset, dev=dev, limit=limit, seed=seed,
                                trust_code=trust_code, names=names, definition=definition, progress=progress,
-                               started=started, started_at=started_at)
+                               started=started, started_at=started_at, executor=executor)
     except BaseException:
         if created:  # refused before anything was computed: leave no empty --out behind
             with contextlib.suppress(OSError):
                 (out / LOCK_NAME).unlink()
                 out.rmdir()
         raise
+
+
+@dataclass(frozen=True)
+class ManyResult:
+    """`run_many`: one entry per submission given, in order: its RunResult, or the error that stopped it."""
+
+    paths: list[Path]
+    outcomes: list[RunResult | FxbenchError]
+
+    @property
+    def failed(self) -> list[tuple[Path, FxbenchError]]:
+        return [(p, o) for p, o in zip(self.paths, self.outcomes) if isinstance(o, FxbenchError)]
+
+
+def run_many(
+    paths: list[str | Path],
+    *,
+    data: str | Path | None = None,
+    preset: str = "auto",
+    device: str = "auto",
+    out: str | Path = "runs",
+    limit: int | None = None,
+    seed: int | None = None,
+    trust_code: bool = False,
+    batteries: list[str] | None = None,
+    version: str | None = None,
+    progress: Progress | None = None,
+    executor=None,
+) -> ManyResult:
+    """Several submissions into one --out, their shards in one queue (``executor``; default: this process, one
+    after another). Each finished result is published whole as soon as it is done; a submission that is
+    refused or fails is reported in the outcome and does not stop the others."""
+    from .executors import LocalExecutor
+    from .models import resolve_device
+
+    progress = progress or Progress()
+    if not paths:
+        raise FxbenchError("run-many: give at least one submission (model.yaml or its folder).")
+    if limit is not None and limit < 2:
+        raise FxbenchError(f"--limit {limit}: need at least 2 images (one per class)")
+    if preset not in ("auto", *PRESETS):
+        raise FxbenchError(f"--preset {preset!r}: choose one of auto, {', '.join(PRESETS)}.")
+    definition = load_definition(version)
+    dev = resolve_device(device)
+    preset = resolve_preset(preset, dev)
+    names = list(batteries or definition.raw["batteries"])
+    for name in names:
+        BATTERIES.get(name)
+    seed = definition.seed if seed is None else int(seed)
+    out = Path(out)
+    check_writable(out)
+    outcomes: list[RunResult | FxbenchError | None] = [None] * len(paths)
+    with run_lock(out):
+        preps, where, owners = [], [], {}
+        for i, path in enumerate(paths):  # every refusal before any shard runs
+            try:
+                prep = prepare_run(path, out=out, data=data, preset=preset, dev=dev, limit=limit, seed=seed,
+                                   trust_code=trust_code, names=names, definition=definition, progress=progress)
+            except FxbenchError as e:
+                outcomes[i] = e
+                continue
+            if prep.sub.spec.id in owners:  # both would publish OUT/<id>/
+                outcomes[i] = FxbenchError(f"{path}: submission id {prep.sub.spec.id!r} is also the id of "
+                                           f"{paths[owners[prep.sub.spec.id]]}; ids must be unique.")
+                continue
+            owners[prep.sub.spec.id] = i
+            preps.append(prep)
+            where.append(i)
+        progress.start(sum(p.n_shards for p in preps))
+        done = (executor or LocalExecutor()).run(preps, progress=progress, on_done=finish_run, keep_going=True)
+        for i, outcome in zip(where, done):
+            outcomes[i] = outcome
+    return ManyResult(paths=[Path(p) for p in paths], outcomes=outcomes)
 
 
 def check_writable(out: Path) -> None:
@@ -168,12 +244,54 @@ def run_lock(out: Path):
         os.close(fd)  # releases the lock; the file stays (removing it would race with a waiting run)
 
 
+@dataclass
+class PreparedRun:
+    """One submission checked and planned, nothing computed yet: what an executor needs to run its shards."""
+
+    sub: Any
+    evalset: EvalSet
+    store: ShardStore
+    ctx: RunContext
+    plan: list  # (battery name, battery, config, shard keys), in the order the batteries run
+    definition: Any
+    out: Path
+    preset: str
+    limit: int | None
+    seed: int
+    dev: torch.device
+    trust_code: bool
+    config_hash: str
+    started: float
+    started_at: str
+
+    @property
+    def n_shards(self) -> int:
+        return sum(len(keys) for *_, keys in self.plan)
+
+
 def _run_locked(path, *, out: Path, data, preset: str, dev, limit, seed: int, trust_code: bool, names: list[str],
-                definition, progress: Progress, started: float, started_at: str) -> RunResult:
+                definition, progress: Progress, started: float, started_at: str, executor=None) -> RunResult:
+    prep = prepare_run(path, out=out, data=data, preset=preset, dev=dev, limit=limit, seed=seed,
+                       trust_code=trust_code, names=names, definition=definition, progress=progress,
+                       started=started, started_at=started_at)
+    progress.start(prep.n_shards)
+    from .executors import LocalExecutor
+
+    (outcome,) = (executor or LocalExecutor()).run([prep], progress=progress, on_done=finish_run)
+    return outcome
+
+
+def prepare_run(path, *, out: Path, data, preset: str, dev, limit, seed: int, trust_code: bool, names: list[str],
+                definition, progress: Progress, started: float | None = None,
+                started_at: str | None = None) -> PreparedRun:
+    """Everything that can refuse a submission (model.yaml, checkpoint hash, model outputs, data), then the
+    shard plan. Writes nothing."""
     from .data import EmbeddedDataWarning, load_arrays
-    from .models import check_model_outputs, load_submission, strict_fp32
+    from .models import check_model_outputs, load_submission
     from .models.validate import battery_batch_sizes
 
+    started = time.time() if started is None else started
+    started_at = started_at or datetime.now(UTC).replace(microsecond=0).isoformat()
     try:
         sub = load_submission(path, trust_code=trust_code, device=str(dev))
     except SystemExit as e:  # trusted code that exits while it is imported or built
@@ -190,7 +308,6 @@ def _run_locked(path, *, out: Path, data, preset: str, dev, limit, seed: int, tr
             "Results are not leaderboard-eligible; run `fxbench data prepare` for the full benchmark."
         )
 
-    resolved = definition.resolved(preset)
     config_hash = definition.config_hash(preset)
     run_key = hashlib.sha256(
         "|".join(
@@ -208,12 +325,15 @@ def _run_locked(path, *, out: Path, data, preset: str, dev, limit, seed: int, tr
         battery = BATTERIES.get(name)()
         config = definition.battery_config(name, preset)
         plan.append((name, battery, config, battery.shards(evalset, config)))
-    progress.start(sum(len(keys) for *_, keys in plan))
+    return PreparedRun(sub=sub, evalset=evalset, store=store, ctx=ctx, plan=plan, definition=definition, out=out,
+                       preset=preset, limit=limit, seed=seed, dev=dev, trust_code=trust_code, config_hash=config_hash,
+                       started=started, started_at=started_at)
 
-    with strict_fp32():  # float32 evaluation: TF32 would make logits depend on batch composition
-        results, n_run, n_resumed = _run_batteries(plan, model=model, evalset=evalset, store=store, ctx=ctx,
-                                                   progress=progress, sub=sub)
 
+def finish_run(prep: PreparedRun, results: dict[str, BatteryResult], n_run: int, n_resumed: int) -> RunResult:
+    """Merge the batteries' samples, compute the metrics, and publish OUT/<id>/ whole; then drop the shards."""
+    definition, evalset, sub, preset, limit = prep.definition, prep.evalset, prep.sub, prep.preset, prep.limit
+    work_dir = prep.store.root
     samples = _merge_samples(evalset, results)
     metric_defs = [m for r in results.values() for m in r.metrics]
     boot = definition.bootstrap
@@ -228,8 +348,8 @@ def _run_locked(path, *, out: Path, data, preset: str, dev, limit, seed: int, tr
         "benchmark": {
             "version": definition.version,
             "preset": preset,
-            "config_hash": config_hash,
-            "config": resolved,
+            "config_hash": prep.config_hash,
+            "config": definition.resolved(preset),
             "limit": limit,
             "dataset": {
                 "name": evalset.dataset.name,
@@ -253,14 +373,14 @@ def _run_locked(path, *, out: Path, data, preset: str, dev, limit, seed: int, tr
             "fxbench_version": __version__,
             "git_commit": _git_commit(),
             "versions": _versions(),
-            "device": _device_name(dev),
-            "seed": seed,
-            "started_at": started_at,
-            "duration_s": round(time.time() - started, 3),
+            "device": _device_name(prep.dev),
+            "seed": prep.seed,
+            "started_at": prep.started_at,
+            "duration_s": round(time.time() - prep.started, 3),
             **({"ci": ci} if (ci := _ci_provenance()) else {}),
         },
     }
-    final = out / sub.spec.id
+    final = prep.out / sub.spec.id
     try:
         _write_result_dir(final, result, samples, results)
     except OSError as e:  # a full disk at the very end: the previous result and every shard are kept

@@ -23,7 +23,7 @@ def _root() -> None:
 
 
 # Command modules, in the order of the pipeline. Each defines register(app).
-COMMAND_MODULES = ["data", "submission", "run", "leaderboard", "train"]
+COMMAND_MODULES = ["data", "submission", "run", "runmany", "leaderboard", "train"]
 
 
 def _register_all() -> None:

@@ -35,8 +35,15 @@ def run(
     seed: int | None = typer.Option(None, "--seed", help="Seed (default: the benchmark definition's)."),
     trust_code: bool = typer.Option(False, "--trust-code", help="Allow a model.yaml entrypoint (runs the submitter's Python code)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; errors and the result path only."),
+    executor: str = typer.Option("local", "--executor", help="local (this process) | ray (shards as Ray tasks; extra fxbench[ray])."),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a new local one)."),
+    max_retries: int | None = typer.Option(None, "--max-retries", help="Ray: reruns of a shard whose worker died (default 3)."),
+    gpus_per_task: float | None = typer.Option(None, "--ray-gpus-per-task", help="Ray on CUDA: GPUs per shard (default 1; 0.25 runs 4 small-model shards per GPU)."),
 ) -> None:
     """Run the robustness and explanation batteries on a submission."""
+    from ..executors import make_executor
+
+    chosen = make_executor(executor, address=ray_address, max_retries=max_retries, gpus_per_task=gpus_per_task)
     console = Console(stderr=True, quiet=quiet)
     bar = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -59,13 +66,22 @@ def run(
         result = run_submission(
             path, data=data, preset=preset, device=device, out=out, limit=limit, seed=seed,
             trust_code=trust_code, progress=RunProgress(start=start, advance=advance, note=note),
+            executor=None if chosen.name == "local" else chosen,
         )
+    except KeyboardInterrupt:
+        raise interrupted() from None
     finally:
         bar.stop()
     if quiet:
         typer.echo(str(result.out_dir / "result.json"))
         return
     print_summary(result, Console())
+
+
+def interrupted() -> typer.Exit:
+    """Ctrl-C: typer exits 130 silently on KeyboardInterrupt, before cli.main could say what to do."""
+    typer.echo("error: interrupted; rerun the same command to resume (finished shards are kept).", err=True)
+    return typer.Exit(code=130)
 
 
 def _fmt(m: dict | None) -> str:
