@@ -15,6 +15,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: see helptext.py
 )
 
 @app.callback()
@@ -47,8 +48,10 @@ def fail(message: str) -> typer.Exit:
 
 
 def main() -> None:
+    from .helptext import build
+
     try:
-        app()
+        build(app)(prog_name="fxbench")
     except FxbenchError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)

@@ -10,7 +10,9 @@ import typer
 
 from ..errors import DataError
 
-data_app = typer.Typer(help="Prepare and inspect the FracAtlas benchmark dataset.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Prepare and inspect the FracAtlas benchmark dataset.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -120,7 +122,7 @@ def info_cmd(
         typer.echo(f"  {e['image_id']}: {e['reason']}")
 
 
-@data_app.command("embed")
+@data_app.command("embed", hidden=True)  # maintainers only: still callable, not listed
 def embed_cmd(
     data: Annotated[
         Path | None, typer.Option("--data", help="The prepared full dataset [default: FXBENCH_HOME].")
@@ -139,7 +141,7 @@ def embed_cmd(
     )
 
 
-@data_app.command("manifest")
+@data_app.command("manifest", hidden=True)  # maintainers only
 def manifest_cmd(
     variant: Annotated[str, typer.Option("--variant", help="downscaled-512 or figshare-original")] = ...,
     data: Annotated[

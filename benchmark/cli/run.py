@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from ..run import Progress as RunProgress
-from ..run import RunResult, run_submission
+if TYPE_CHECKING:  # ..run imports torch: only when a run starts, so --help and argument errors stay fast
+    from rich.console import Console
+
+    from ..run import RunResult
 
 SUMMARY_METRICS = [
     ("clean/accuracy", "clean accuracy"),
@@ -37,6 +37,12 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; errors and the result path only."),
 ) -> None:
     """Run the robustness and explanation batteries on a submission."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..run import Progress as RunProgress
+    from ..run import run_submission
+
     console = Console(stderr=True, quiet=quiet)
     bar = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -76,6 +82,8 @@ def _fmt(m: dict | None) -> str:
 
 
 def print_summary(run: RunResult, console: Console) -> None:
+    from rich.table import Table
+
     r = run.result
     metrics = r["metrics"]
     ds = r["benchmark"]["dataset"]

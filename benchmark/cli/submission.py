@@ -20,7 +20,9 @@ def validate(
     trust_code: Annotated[
         bool, typer.Option("--trust-code", help="Allow model.entrypoint to run the submitter's Python code.")
     ] = False,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "cpu",
+    device: Annotated[
+        str, typer.Option("--device", help="auto (CUDA when available, as for run), cpu, cuda or cuda:N.")
+    ] = "auto",
 ) -> None:
     """Check a submission: schema, checkpoint hash, safe loading, and a forward pass (shape, finiteness,
     determinism). Exit 0 when valid, 2 with the problem otherwise. Writes nothing."""
