@@ -35,18 +35,50 @@ def run(
     seed: int | None = typer.Option(None, "--seed", help="Seed (default: the benchmark definition's)."),
     trust_code: bool = typer.Option(False, "--trust-code", help="Allow a model.yaml entrypoint (runs the submitter's Python code)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; errors and the result path only."),
+    battery: list[str] | None = typer.Option(
+        None, "--battery", metavar="NAME",
+        help="Run only this battery (repeatable): clean, robustness, explanations [default: all].",
+    ),
 ) -> None:
     """Run the robustness and explanation batteries on a submission."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..run import Progress as RunProgress
     from ..run import run_submission
 
     console = Console(stderr=True, quiet=quiet)
+    progress, stop = _progress(console, quiet=quiet)
+    try:
+        result = run_submission(
+            path, data=data, preset=preset, device=device, out=out, limit=limit, seed=seed,
+            trust_code=trust_code, progress=progress, batteries=battery or None,
+        )
+    finally:
+        stop()
+    if quiet:
+        typer.echo(str(result.out_dir / "result.json"))
+        return
+    print_summary(result, Console())
+
+
+def _progress(console: Console, *, quiet: bool):
+    """(run.Progress, stop): a rich bar on a terminal; plain lines (cli/progress.py) when stdout or stderr is
+    not a terminal (a CI log, `> run.log 2>&1`), where a bar would print nothing until the end."""
+    import sys
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..run import Progress as RunProgress
+    from .progress import PlainProgress
+
+    if quiet:
+        return RunProgress(), lambda: None
+    if not (console.is_terminal and sys.stdout.isatty()):
+        plain = PlainProgress(lambda line: print(line, file=sys.stderr, flush=True))
+        return RunProgress(start=plain.start, advance=plain.advance, note=plain.note), lambda: None
+
     bar = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, disable=quiet, transient=False,
+        console=console, transient=False,
     )
     state: dict = {}
 
@@ -61,17 +93,7 @@ def run(
     def note(message: str) -> None:
         console.print(f"[yellow]note:[/] {message}")
 
-    try:
-        result = run_submission(
-            path, data=data, preset=preset, device=device, out=out, limit=limit, seed=seed,
-            trust_code=trust_code, progress=RunProgress(start=start, advance=advance, note=note),
-        )
-    finally:
-        bar.stop()
-    if quiet:
-        typer.echo(str(result.out_dir / "result.json"))
-        return
-    print_summary(result, Console())
+    return RunProgress(start=start, advance=advance, note=note), bar.stop
 
 
 def _fmt(m: dict | None) -> str:

@@ -1,0 +1,54 @@
+"""Run progress for people and for logs: a rich bar on a terminal, plain lines otherwise (issue 13).
+
+A CI log or `fxbench run ... > run.log 2>&1` gets one line every `every_shards` shards or `every_s` seconds,
+whichever comes first, plus the first and the last shard, so a long run never looks hung.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+
+def _clock(seconds: float) -> str:
+    return str(timedelta(seconds=round(seconds)))
+
+
+class PlainProgress:
+    """`start(total)`, `advance(battery, key, resumed)`, `note(message)`: each emits whole lines via `write`."""
+
+    def __init__(self, write: Callable[[str], None], *, every_shards: int | None = None, every_s: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.write, self.every_shards, self.every_s, self.clock = write, every_shards, every_s, clock
+        self.total = self.done = self.resumed = 0
+        self.t0 = self.last_t = 0.0
+
+    def start(self, total: int) -> None:
+        self.total, self.t0 = total, self.clock()
+        self.last_t = self.t0
+        # about ten lines for a whole run unless the time interval asks for more
+        self.every = self.every_shards or max(1, total // 10)
+        self.write(f"progress: 0/{total} shards")
+
+    def advance(self, battery: str, key: str, resumed: bool) -> None:
+        self.done += 1
+        self.resumed += bool(resumed)
+        now = self.clock()
+        due = (self.done % self.every == 0 or now - self.last_t >= self.every_s
+               or self.done in (1, self.total))
+        if not due:
+            return
+        self.last_t = now
+        elapsed = now - self.t0
+        pct = 100 * self.done / self.total if self.total else 100.0
+        computed = self.done - self.resumed
+        left = ""
+        if computed and self.done < self.total:  # the rate of shards computed here, not read back
+            left = f", about {_clock(elapsed / computed * (self.total - self.done))} left"
+        resumed_txt = f" ({self.resumed} resumed)" if self.resumed else ""
+        self.write(f"progress: {self.done}/{self.total} shards ({pct:.0f}%){resumed_txt}, last {battery} {key}, "
+                   f"{_clock(elapsed)} elapsed{left}")
+
+    def note(self, message: str) -> None:
+        self.write(f"note: {message}")
