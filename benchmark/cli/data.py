@@ -22,7 +22,8 @@ def register(app: typer.Typer) -> None:
 @data_app.command("prepare")
 def prepare_cmd(
     source: Annotated[
-        Path | None, typer.Option("--source", help="A FracAtlas release in its own layout.")
+        Path | None,
+        typer.Option("--source", help="A FracAtlas release in its own layout [default: env FXBENCH_FRACATLAS]."),
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Where to write the dataset [default: FXBENCH_HOME].")
@@ -44,8 +45,14 @@ def prepare_cmd(
     """Validate a FracAtlas release and write the canonical 224 x 224 dataset (atomically)."""
     from ..data.download import download_release
     from ..data.prepare import prepare
+    from ..paths import FRACATLAS_ENV, fracatlas_release
 
-    if download == (source is not None):
+    if source is None and not download:
+        source = fracatlas_release()
+        if source is None:
+            raise DataError(f"say where the FracAtlas release is: --source DIR, or set {FRACATLAS_ENV}=DIR; "
+                            "or fetch it with --download.")
+    if download and source is not None:
         raise DataError("give exactly one of --source DIR or --download.")
     if download:
         got = download_release(url=url, sha256=sha256)
