@@ -37,6 +37,8 @@ from .registry import Registry
 from .results.metrics import compute_metrics
 from .results.resultfile import RESULT_NAME, SAMPLES_NAME, write_result
 from .results.shards import ShardCorrupt, ShardStore
+from .run_identity import check_replaceable
+from .run_identity import identity as run_identity
 
 BATTERIES: Registry[Callable[[], Battery]] = Registry("battery")
 
@@ -91,6 +93,7 @@ def run_submission(
     batteries: list[str] | None = None,
     version: str | None = None,
     progress: Progress | None = None,
+    overwrite: bool = False,
 ) -> RunResult:
     from .models import resolve_device
 
@@ -116,7 +119,7 @@ def run_submission(
         with run_lock(out):
             return _run_locked(path, out=out, data=data, preset=preset, dev=dev, limit=limit, seed=seed,
                                trust_code=trust_code, names=names, definition=definition, progress=progress,
-                               started=started, started_at=started_at)
+                               started=started, started_at=started_at, overwrite=overwrite)
     except BaseException:
         if created:  # refused before anything was computed: leave no empty --out behind
             with contextlib.suppress(OSError):
@@ -169,7 +172,7 @@ def run_lock(out: Path):
 
 
 def _run_locked(path, *, out: Path, data, preset: str, dev, limit, seed: int, trust_code: bool, names: list[str],
-                definition, progress: Progress, started: float, started_at: str) -> RunResult:
+                definition, progress: Progress, started: float, started_at: str, overwrite: bool = False) -> RunResult:
     from .data import EmbeddedDataWarning, load_arrays
     from .models import check_model_outputs, load_submission, strict_fp32
     from .models.validate import battery_batch_sizes
@@ -192,6 +195,9 @@ def _run_locked(path, *, out: Path, data, preset: str, dev, limit, seed: int, tr
 
     resolved = definition.resolved(preset)
     config_hash = definition.config_hash(preset)
+    check_replaceable(out / sub.spec.id, run_identity(
+        version=definition.version, fingerprint=evalset.dataset.fingerprint, n=len(evalset), limit=limit,
+        preset=preset, config_hash=config_hash, seed=seed, batteries=names), overwrite=overwrite)
     run_key = hashlib.sha256(
         "|".join(
             map(str, [config_hash, evalset.dataset.fingerprint, limit, seed, sub.yaml_sha256,

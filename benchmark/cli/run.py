@@ -35,6 +35,9 @@ def run(
     seed: int | None = typer.Option(None, "--seed", help="Seed (default: the benchmark definition's)."),
     trust_code: bool = typer.Option(False, "--trust-code", help="Allow a model.yaml entrypoint (runs the submitter's Python code)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; errors and the result path only."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace OUT/<id>/ even if it holds a run with other data, preset, --limit or seed.",
+    ),
     battery: list[str] | None = typer.Option(
         None, "--battery", metavar="NAME",
         help="Run only this battery (repeatable): clean, robustness, explanations [default: all].",
@@ -51,6 +54,7 @@ def run(
         result = run_submission(
             path, data=data, preset=preset, device=device, out=out, limit=limit, seed=seed,
             trust_code=trust_code, progress=progress, batteries=battery or None,
+            overwrite=overwrite,
         )
     finally:
         stop()
