@@ -8,8 +8,9 @@ import sys
 import typer
 
 from ..errors import FxbenchError
+from .helptext import PlainTyper
 
-app = typer.Typer(
+app = PlainTyper(
     name="fxbench",
     help="Robustness and explanation benchmark for fracture classifiers on radiographs (FracAtlas).",
     no_args_is_help=True,
@@ -48,10 +49,8 @@ def fail(message: str) -> typer.Exit:
 
 
 def main() -> None:
-    from .helptext import build
-
     try:
-        build(app)(prog_name="fxbench")
+        app()
     except FxbenchError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(e.exit_code)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import typer
+
 # Typer vendors its own click (typer._click), so commands and parameters are recognised by shape, not class.
 
 def _plain_argument(param: Any) -> None:
@@ -40,6 +42,14 @@ def build(app: Any) -> Any:
 
     _plain_markup(app)
     return tidy(typer.main.get_command(app))
+
+
+class PlainTyper(typer.Typer):
+    """A Typer app whose help is tidied when it runs: `app()` as usual."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("prog_name", "fxbench")
+        return build(self)(*args, **kwargs)
 
 
 def _plain_markup(app: Any) -> None:
