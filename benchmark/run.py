@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,9 @@ from .results.resultfile import RESULT_NAME, SAMPLES_NAME, write_result
 from .results.shards import ShardCorrupt, ShardStore
 from .run_identity import check_replaceable
 from .run_identity import identity as run_identity
+
+if TYPE_CHECKING:
+    from .models import Submission
 
 BATTERIES: Registry[Callable[[], Battery]] = Registry("battery")
 
@@ -58,7 +61,7 @@ LOCK_NAME = ".fxbench-run.lock"
 
 @dataclass(frozen=True)
 class RunResult:
-    out_dir: Path
+    out_dir: Path | None  # None: fxbench.evaluate(out=None) kept nothing on disk
     result: dict[str, Any]
     samples: pd.DataFrame
     shards_run: int
@@ -81,7 +84,7 @@ def resolve_preset(preset: str, device: torch.device) -> str:
 
 
 def run_submission(
-    path: str | Path,
+    path: str | Path | Submission,
     *,
     data: str | Path | None = None,
     preset: str = "auto",
@@ -174,11 +177,11 @@ def run_lock(out: Path):
 def _run_locked(path, *, out: Path, data, preset: str, dev, limit, seed: int, trust_code: bool, names: list[str],
                 definition, progress: Progress, started: float, started_at: str, overwrite: bool = False) -> RunResult:
     from .data import EmbeddedDataWarning, load_arrays
-    from .models import check_model_outputs, load_submission, strict_fp32
+    from .models import Submission, check_model_outputs, load_submission, strict_fp32
     from .models.validate import battery_batch_sizes
 
-    try:
-        sub = load_submission(path, trust_code=trust_code, device=str(dev))
+    try:  # a Submission already loaded (fxbench.evaluate's in-memory model) is used as it is
+        sub = path if isinstance(path, Submission) else load_submission(path, trust_code=trust_code, device=str(dev))
     except SystemExit as e:  # trusted code that exits while it is imported or built
         raise ModelFailed(f"{path}: the model code called sys.exit({e.code!r}) while loading") from None
     model = sub.model
