@@ -51,6 +51,29 @@ def test_resumed_shards_are_counted_and_not_used_for_the_estimate():
     assert "about 0:00:05 left" in lines[-1]
 
 
+def test_heartbeat_while_one_long_shard_runs():
+    import threading
+
+    lines, clock = [], FakeClock()
+    p = PlainProgress(lines.append, clock=clock, every_s=0.05, heartbeat=True)
+    p.start(3)
+    p.advance("clean", "chunk-000", False)
+    seen = threading.Event()
+
+    def write(line):
+        lines.append(line)
+        seen.set()
+
+    p.write = write
+    clock.t = 100.0  # a long shard: no advance for "100 s"
+    assert seen.wait(5), lines
+    p.stop()
+    assert lines[-1] == "progress: working on shard 2/3, 0:01:40 elapsed"
+    n = len(lines)
+    p.advance("clean", "chunk-001", False)  # after stop: lines from advance only, the timer is gone
+    assert len(lines) == n + 1
+
+
 def test_run_into_a_log_prints_plain_progress_lines(tmp_path, cli):
     # The cli fixture captures output: neither stream is a terminal, as in CI.
     yaml_path = make_submission(tmp_path / "sub")

@@ -1,11 +1,13 @@
 """Run progress for people and for logs: a rich bar on a terminal, plain lines otherwise (issue 13).
 
 A CI log or `fxbench run ... > run.log 2>&1` gets one line every `every_shards` shards or `every_s` seconds,
-whichever comes first, plus the first and the last shard, so a long run never looks hung.
+whichever comes first, plus the first and the last shard; with `heartbeat`, a background timer also writes
+a "still working" line every `every_s` seconds while one long shard runs, so a long run never looks hung.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -19,10 +21,14 @@ class PlainProgress:
     """`start(total)`, `advance(battery, key, resumed)`, `note(message)`: each emits whole lines via `write`."""
 
     def __init__(self, write: Callable[[str], None], *, every_shards: int | None = None, every_s: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, heartbeat: bool = False):
         self.write, self.every_shards, self.every_s, self.clock = write, every_shards, every_s, clock
         self.total = self.done = self.resumed = 0
         self.t0 = self.last_t = 0.0
+        self.heartbeat = heartbeat
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # the timer and the run's thread never interleave a line
+        self._thread: threading.Thread | None = None
 
     def start(self, total: int) -> None:
         self.total, self.t0 = total, self.clock()
@@ -30,8 +36,29 @@ class PlainProgress:
         # about ten lines for a whole run unless the time interval asks for more
         self.every = self.every_shards or max(1, total // 10)
         self.write(f"progress: 0/{total} shards")
+        if self.heartbeat and self._thread is None:
+            self._thread = threading.Thread(target=self._beat, name="fxbench-progress", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every_s / 3):
+            with self._lock:
+                now = self.clock()
+                if self.done < self.total and now - self.last_t >= self.every_s:
+                    self.last_t = now
+                    self.write(f"progress: working on shard {self.done + 1}/{self.total}, "
+                               f"{_clock(now - self.t0)} elapsed")
 
     def advance(self, battery: str, key: str, resumed: bool) -> None:
+        with self._lock:
+            self._advance(battery, key, resumed)
+
+    def _advance(self, battery: str, key: str, resumed: bool) -> None:
         self.done += 1
         self.resumed += bool(resumed)
         now = self.clock()
@@ -51,4 +78,5 @@ class PlainProgress:
                    f"{_clock(elapsed)} elapsed{left}")
 
     def note(self, message: str) -> None:
-        self.write(f"note: {message}")
+        with self._lock:
+            self.write(f"note: {message}")

@@ -77,8 +77,8 @@ def _progress(console: Console, *, quiet: bool):
     if quiet:
         return RunProgress(), lambda: None
     if not (console.is_terminal and sys.stdout.isatty()):
-        plain = PlainProgress(lambda line: print(line, file=sys.stderr, flush=True))
-        return RunProgress(start=plain.start, advance=plain.advance, note=plain.note), lambda: None
+        plain = PlainProgress(lambda line: print(line, file=sys.stderr, flush=True), heartbeat=True)
+        return RunProgress(start=plain.start, advance=plain.advance, note=plain.note), plain.stop
 
     bar = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
