@@ -17,7 +17,7 @@ import torch
 
 import fxbench  # light: torch, the data and the batteries load on first use
 
-LIMIT = 24  # images (class-balanced) per evaluation: keeps the tutorial to a few CPU minutes
+LIMIT = 16  # images (class-balanced) per evaluation: keeps the tutorial to a few CPU minutes
 BATTERIES = ["clean", "robustness"]  # add "explanations" for the Captum/Quantus battery (slower)
 
 
