@@ -31,7 +31,7 @@ def probe(*args: str) -> tuple[dict, str]:
 
 
 @pytest.mark.parametrize("args", [
-    ("--help",), ("run", "--help"), ("validate", "--help"), ("compare", "--help"), ("data", "prepare", "--help"),
+    ("--help",), ("--version",), ("run", "--help"), ("validate", "--help"), ("compare", "--help"), ("data", "prepare", "--help"),
     ("run",),                                # missing argument
     ("run", "x.yaml", "--limit", "many"),    # bad option value
     ("no-such-command",),
@@ -39,7 +39,11 @@ def probe(*args: str) -> tuple[dict, str]:
 def test_help_and_argument_errors_do_not_import_torch(args):
     got, out = probe(*args)
     assert got["torch"] is False, out
-    assert got["code"] == (0 if "--help" in args else 2), out
+    assert got["code"] == (0 if {"--help", "--version"} & set(args) else 2), out
+    if args == ("--version",):
+        from fxbench import BENCHMARK_VERSION, __version__
+
+        assert f"fxbench {__version__} (benchmark {BENCHMARK_VERSION})" in out
 
 
 def test_help_text_has_no_artefacts_and_shows_defaults(cli):
