@@ -25,7 +25,7 @@ def test_a_line_every_tenth_of_the_shards_plus_first_and_last():
     shown = [int(ln.split()[1].split("/")[0]) for ln in lines[1:]]
     assert shown == [1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
     assert lines[-1].startswith("progress: 100/100 shards (100%), last robustness chunk-099, 0:01:40 elapsed")
-    assert "about 0:00:50 left" in lines[6]  # 50 done in 50 s -> 50 more take about 50 s
+    assert all("left" not in ln for ln in lines)  # no estimate: shard costs differ across batteries
 
 
 def test_a_line_every_interval_when_shards_are_slow():
@@ -39,16 +39,13 @@ def test_a_line_every_interval_when_shards_are_slow():
     assert 60 <= len(lines) - 1 <= 70
 
 
-def test_resumed_shards_are_counted_and_not_used_for_the_estimate():
+def test_resumed_shards_are_counted():
     lines, clock = [], FakeClock()
     p = PlainProgress(lines.append, clock=clock, every_shards=1)
     p.start(4)
     p.advance("clean", "chunk-000", True)
     p.advance("clean", "chunk-001", True)
-    assert "(2 resumed)" in lines[-1] and "left" not in lines[-1]
-    clock.t = 5.0
-    p.advance("clean", "chunk-002", False)
-    assert "about 0:00:05 left" in lines[-1]
+    assert lines[-1] == "progress: 2/4 shards (50%) (2 resumed), last clean chunk-001, 0:00:00 elapsed"
 
 
 def test_heartbeat_while_one_long_shard_runs():

@@ -69,13 +69,11 @@ class PlainProgress:
         self.last_t = now
         elapsed = now - self.t0
         pct = 100 * self.done / self.total if self.total else 100.0
-        computed = self.done - self.resumed
-        left = ""
-        if computed and self.done < self.total:  # the rate of shards computed here, not read back
-            left = f", about {_clock(elapsed / computed * (self.total - self.done))} left"
+        # No time-left estimate: shards of different batteries differ by 30x in cost (a clean shard took 12 s,
+        # a robustness one 6 min, on the same run), so an average over the shards done misleads.
         resumed_txt = f" ({self.resumed} resumed)" if self.resumed else ""
         self.write(f"progress: {self.done}/{self.total} shards ({pct:.0f}%){resumed_txt}, last {battery} {key}, "
-                   f"{_clock(elapsed)} elapsed{left}")
+                   f"{_clock(elapsed)} elapsed")
 
     def note(self, message: str) -> None:
         with self._lock:
