@@ -111,7 +111,9 @@ def run_submission(
     definition = load_definition(version)
     dev = resolve_device(device)
     preset = resolve_preset(preset, dev)
-    names = list(batteries or definition.raw["batteries"])
+    names = list(dict.fromkeys(batteries or definition.raw["batteries"]))
+    order = list(definition.raw["batteries"])  # later batteries read earlier ones: keep the definition's order
+    names.sort(key=lambda n: order.index(n) if n in order else len(order))
     for name in names:
         BATTERIES.get(name)  # unknown names refused before any work
     seed = definition.seed if seed is None else int(seed)

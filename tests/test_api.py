@@ -111,3 +111,11 @@ def test_run_battery_option_runs_only_those(tmp_path, cli):
     assert list(result["components"]) == ["clean"] and not any(k.startswith("robust/") for k in result["metrics"])
     r = cli("run", make_submission(tmp_path / "sub"), "--out", tmp_path / "o2", "--battery", "nope", "--device", "cpu")
     assert r.exit_code == 2 and "Traceback" not in r.stderr, r
+
+
+def test_batteries_run_in_the_definitions_order_whatever_the_option_order(tmp_path):
+    from fxbench.run import run_submission
+
+    r = run_submission(make_submission(tmp_path / "sub"), out=tmp_path / "o", preset="quick", device="cpu",
+                       limit=2, batteries=["robustness", "clean", "clean"])
+    assert list(r.result["components"]) == ["clean", "robustness"]
