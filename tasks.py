@@ -1,8 +1,11 @@
 """Developer tasks (invoke): `invoke test`, `invoke lint`, `invoke data`, `invoke leaderboard`, `invoke baselines`."""
 
+import os
+
 from invoke import task
 
-SHARED = "../shared/data/fracatlas"
+# The FracAtlas release: FXBENCH_FRACATLAS, else this repository's CI copy beside the checkout.
+SHARED = os.environ.get("FXBENCH_FRACATLAS", "../shared/data/fracatlas")
 
 
 @task(help={"fast": "skip the slow and full-data tests"})

@@ -18,6 +18,16 @@ def default_data_dir() -> Path:
     return home() / "data" / "fracatlas-v1"
 
 
+FRACATLAS_ENV = "FXBENCH_FRACATLAS"
+
+
+def fracatlas_release() -> Path | None:
+    """The FracAtlas release (its own layout) named by FXBENCH_FRACATLAS, or None. The one documented way to
+    say where the raw release is, besides `fxbench data prepare --source DIR`."""
+    env = os.environ.get(FRACATLAS_ENV)
+    return Path(env).expanduser() if env else None
+
+
 def checkpoint_cache_dir() -> Path:
     return home() / "checkpoints"
 

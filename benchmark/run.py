@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,11 @@ from .registry import Registry
 from .results.metrics import compute_metrics
 from .results.resultfile import RESULT_NAME, SAMPLES_NAME, write_result
 from .results.shards import ShardCorrupt, ShardStore
+from .run_identity import check_replaceable
+from .run_identity import identity as run_identity
+
+if TYPE_CHECKING:
+    from .models import Submission
 
 BATTERIES: Registry[Callable[[], Battery]] = Registry("battery")
 
@@ -56,7 +61,7 @@ LOCK_NAME = ".fxbench-run.lock"
 
 @dataclass(frozen=True)
 class RunResult:
-    out_dir: Path
+    out_dir: Path | None  # None: fxbench.evaluate(out=None) kept nothing on disk
     result: dict[str, Any]
     samples: pd.DataFrame
     shards_run: int
@@ -79,7 +84,7 @@ def resolve_preset(preset: str, device: torch.device) -> str:
 
 
 def run_submission(
-    path: str | Path,
+    path: str | Path | Submission,
     *,
     data: str | Path | None = None,
     preset: str = "auto",
@@ -91,6 +96,7 @@ def run_submission(
     batteries: list[str] | None = None,
     version: str | None = None,
     progress: Progress | None = None,
+    overwrite: bool = False,
     executor=None,
 ) -> RunResult:
     """``executor``: None runs the shards in this process; an object of ``fxbench.executors`` (e.g. Ray) runs
@@ -108,7 +114,9 @@ def run_submission(
     definition = load_definition(version)
     dev = resolve_device(device)
     preset = resolve_preset(preset, dev)
-    names = list(batteries or definition.raw["batteries"])
+    names = list(dict.fromkeys(batteries or definition.raw["batteries"]))
+    order = list(definition.raw["batteries"])  # later batteries read earlier ones: keep the definition's order
+    names.sort(key=lambda n: order.index(n) if n in order else len(order))
     for name in names:
         BATTERIES.get(name)  # unknown names refused before any work
     seed = definition.seed if seed is None else int(seed)
@@ -119,7 +127,7 @@ def run_submission(
         with run_lock(out):
             return _run_locked(path, out=out, data=data, preset=preset, dev=dev, limit=limit, seed=seed,
                                trust_code=trust_code, names=names, definition=definition, progress=progress,
-                               started=started, started_at=started_at, executor=executor)
+                               started=started, started_at=started_at, overwrite=overwrite, executor=executor)
     except BaseException:
         if created:  # refused before anything was computed: leave no empty --out behind
             with contextlib.suppress(OSError):
@@ -270,10 +278,11 @@ class PreparedRun:
 
 
 def _run_locked(path, *, out: Path, data, preset: str, dev, limit, seed: int, trust_code: bool, names: list[str],
-                definition, progress: Progress, started: float, started_at: str, executor=None) -> RunResult:
+                definition, progress: Progress, started: float, started_at: str, overwrite: bool = False,
+                executor=None) -> RunResult:
     prep = prepare_run(path, out=out, data=data, preset=preset, dev=dev, limit=limit, seed=seed,
                        trust_code=trust_code, names=names, definition=definition, progress=progress,
-                       started=started, started_at=started_at)
+                       started=started, started_at=started_at, overwrite=overwrite)
     progress.start(prep.n_shards)
     from .executors import LocalExecutor
 
@@ -283,17 +292,17 @@ def _run_locked(path, *, out: Path, data, preset: str, dev, limit, seed: int, tr
 
 def prepare_run(path, *, out: Path, data, preset: str, dev, limit, seed: int, trust_code: bool, names: list[str],
                 definition, progress: Progress, started: float | None = None,
-                started_at: str | None = None) -> PreparedRun:
+                started_at: str | None = None, overwrite: bool = False) -> PreparedRun:
     """Everything that can refuse a submission (model.yaml, checkpoint hash, model outputs, data), then the
     shard plan. Writes nothing."""
     from .data import EmbeddedDataWarning, load_arrays
-    from .models import check_model_outputs, load_submission
+    from .models import Submission, check_model_outputs, load_submission
     from .models.validate import battery_batch_sizes
 
     started = time.time() if started is None else started
     started_at = started_at or datetime.now(UTC).replace(microsecond=0).isoformat()
-    try:
-        sub = load_submission(path, trust_code=trust_code, device=str(dev))
+    try:  # a Submission already loaded (fxbench.evaluate's in-memory model) is used as it is
+        sub = path if isinstance(path, Submission) else load_submission(path, trust_code=trust_code, device=str(dev))
     except SystemExit as e:  # trusted code that exits while it is imported or built
         raise ModelFailed(f"{path}: the model code called sys.exit({e.code!r}) while loading") from None
     model = sub.model
@@ -309,6 +318,9 @@ def prepare_run(path, *, out: Path, data, preset: str, dev, limit, seed: int, tr
         )
 
     config_hash = definition.config_hash(preset)
+    check_replaceable(out / sub.spec.id, run_identity(
+        version=definition.version, fingerprint=evalset.dataset.fingerprint, n=len(evalset), limit=limit,
+        preset=preset, config_hash=config_hash, seed=seed, batteries=names), overwrite=overwrite)
     run_key = hashlib.sha256(
         "|".join(
             map(str, [config_hash, evalset.dataset.fingerprint, limit, seed, sub.yaml_sha256,

@@ -1,6 +1,7 @@
 """Time `fxbench data prepare` over the whole shared FracAtlas copy (target: at most 60 s on 2 cores).
 
-    python scripts/bench_prepare.py [--source ../shared/data/fracatlas] [--workers 2] [--repeat 1]
+    python scripts/bench_prepare.py [--source DIR] [--workers 2] [--repeat 1]
+    (--source default: $FXBENCH_FRACATLAS, else this repository's CI copy at ../shared/data/fracatlas)
 
 Runs the real command path (validation, parallel decoding, save_to_disk, atomic rename) into a temporary
 folder and prints the wall time of each run, the load average (other work on the machine slows it down) and
@@ -22,7 +23,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--source", type=Path, default=REPO.parent / "shared" / "data" / "fracatlas")
+    ap.add_argument("--source", type=Path,
+                    default=os.environ.get("FXBENCH_FRACATLAS") or REPO.parent / "shared" / "data" / "fracatlas")
     ap.add_argument("--workers", type=int, default=os.cpu_count())
     ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args()

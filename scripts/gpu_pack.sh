@@ -6,7 +6,7 @@
 #
 # Usage: bash scripts/gpu_pack.sh [--prepared DIR | --source FRACATLAS_DIR] [--prev DIR] [--limit-mib N]
 #   --prepared DIR  a prepared dataset (fxbench data prepare); default: prepare one from --source
-#   --source DIR    FracAtlas release (default ../shared/data/fracatlas beside the repo)
+#   --source DIR    FracAtlas release (default $FXBENCH_FRACATLAS, else ../shared/data/fracatlas beside the repo)
 #   --prev DIR      state-*.tar files fetched from earlier windows (default .gpu/prev when present): the
 #                   next window skips finished results, reuses finished shards and trained baselines
 #   --limit-mib N   what one call may carry with the tree (default 64; 1 MiB is kept as a margin)
@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-PREPARED="" SOURCE=${FXB_SOURCE:-$ROOT/../shared/data/fracatlas} PREV="" LIMIT_MIB=64
+PREPARED="" SOURCE=${FXB_SOURCE:-${FXBENCH_FRACATLAS:-$ROOT/../shared/data/fracatlas}} PREV="" LIMIT_MIB=64
 while [ $# -gt 0 ]; do
   case "$1" in
     --prepared) PREPARED=$2; shift 2 ;;

@@ -4,7 +4,7 @@ The explanation battery (v2) reports localisation by mask-size tercile with cut 
 (`subgroups.mask_terciles_px`), so a subset run (quick, embedded) uses the same bins as a full run. This
 script recomputes them from the release and the split manifest:
 
-    python scripts/mask_terciles.py /work/shared/data/fracatlas
+    python scripts/mask_terciles.py $FXBENCH_FRACATLAS
 """
 
 from __future__ import annotations

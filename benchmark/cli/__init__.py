@@ -8,17 +8,30 @@ import sys
 import typer
 
 from ..errors import FxbenchError
+from .helptext import PlainTyper
 
-app = typer.Typer(
+app = PlainTyper(
     name="fxbench",
     help="Robustness and explanation benchmark for fracture classifiers on radiographs (FracAtlas).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: see helptext.py
 )
 
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import BENCHMARK_VERSION, __version__
+
+        typer.echo(f"fxbench {__version__} (benchmark {BENCHMARK_VERSION})")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print the fxbench and benchmark versions and exit."),
+) -> None:
     """Robustness and explanation benchmark for fracture classifiers on radiographs (FracAtlas)."""
 
 

@@ -10,7 +10,9 @@ import typer
 
 from ..errors import DataError
 
-data_app = typer.Typer(help="Prepare and inspect the FracAtlas benchmark dataset.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Prepare and inspect the FracAtlas benchmark dataset.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -20,7 +22,8 @@ def register(app: typer.Typer) -> None:
 @data_app.command("prepare")
 def prepare_cmd(
     source: Annotated[
-        Path | None, typer.Option("--source", help="A FracAtlas release in its own layout.")
+        Path | None,
+        typer.Option("--source", help="A FracAtlas release in its own layout [default: env FXBENCH_FRACATLAS]."),
     ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Where to write the dataset [default: FXBENCH_HOME].")
@@ -42,8 +45,14 @@ def prepare_cmd(
     """Validate a FracAtlas release and write the canonical 224 x 224 dataset (atomically)."""
     from ..data.download import download_release
     from ..data.prepare import prepare
+    from ..paths import FRACATLAS_ENV, fracatlas_release
 
-    if download == (source is not None):
+    if source is None and not download:
+        source = fracatlas_release()
+        if source is None:
+            raise DataError(f"say where the FracAtlas release is: --source DIR, or set {FRACATLAS_ENV}=DIR; "
+                            "or fetch it with --download.")
+    if download and source is not None:
         raise DataError("give exactly one of --source DIR or --download.")
     if download:
         got = download_release(url=url, sha256=sha256)
@@ -120,7 +129,7 @@ def info_cmd(
         typer.echo(f"  {e['image_id']}: {e['reason']}")
 
 
-@data_app.command("embed")
+@data_app.command("embed", hidden=True)  # maintainers only: still callable, not listed
 def embed_cmd(
     data: Annotated[
         Path | None, typer.Option("--data", help="The prepared full dataset [default: FXBENCH_HOME].")
@@ -139,7 +148,7 @@ def embed_cmd(
     )
 
 
-@data_app.command("manifest")
+@data_app.command("manifest", hidden=True)  # maintainers only
 def manifest_cmd(
     variant: Annotated[str, typer.Option("--variant", help="downscaled-512 or figshare-original")] = ...,
     data: Annotated[

@@ -65,8 +65,13 @@ def compare(
     results: Path = typer.Option(RESULTS, "--results", help="Results store for submission ids."),
     resamples: int | None = typer.Option(None, "--resamples", help="Bootstrap resamples (default: the benchmark's)."),
     seed: int | None = typer.Option(None, "--seed", help="Bootstrap seed (default: the benchmark's)."),
+    all_metrics: bool = typer.Option(False, "--all", help="Every shared metric, not only the headline ones."),
+    correction: str = typer.Option(
+        "holm", "--correction", help="Multiple-comparison adjustment of the p-values shown: holm, bh or none.",
+    ),
 ) -> None:
-    """Paired differences (B - A) of every shared metric, with paired bootstrap CIs and p-values."""
+    """Paired differences (B - A) of the headline metrics (--all: every shared metric), with paired bootstrap
+    CIs and p-values adjusted for the number of comparisons (Holm by default)."""
     from ..errors import FxbenchError
     from ..io import canonical_json
     from ..leaderboard.compare import compare_results, format_table, resolve_result
@@ -75,7 +80,10 @@ def compare(
         raise FxbenchError(f"--resamples {resamples}: need at least 1")
     ra = resolve_result(a, results_dir=results)
     rb = resolve_result(b, results_dir=results)
-    c = compare_results(ra, rb, prefixes=tuple(metric or ()), n_resamples=resamples, seed=seed)
+    c = compare_results(ra, rb, prefixes=tuple(metric or ()), n_resamples=resamples, seed=seed,
+                        select="all" if all_metrics else "headline", correction=correction)
+    for w in c.warnings:  # on stderr too: a script reading --json still sees it
+        typer.echo(f"WARNING: {w}", err=True)
     if as_json:
         typer.echo(canonical_json(c.to_json()), nl=False)
     else:

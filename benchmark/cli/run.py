@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from ..run import Progress as RunProgress
-from ..run import RunResult, run_submission
+if TYPE_CHECKING:  # ..run imports torch: only when a run starts, so --help and argument errors stay fast
+    from rich.console import Console
+
+    from ..run import RunResult
 
 SUMMARY_METRICS = [
     ("clean/accuracy", "clean accuracy"),
@@ -35,19 +35,62 @@ def run(
     seed: int | None = typer.Option(None, "--seed", help="Seed (default: the benchmark definition's)."),
     trust_code: bool = typer.Option(False, "--trust-code", help="Allow a model.yaml entrypoint (runs the submitter's Python code)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; errors and the result path only."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace OUT/<id>/ even if it holds a run with other data, preset, --limit or seed.",
+    ),
+    battery: list[str] | None = typer.Option(
+        None, "--battery", metavar="NAME",
+        help="Run only this battery (repeatable): clean, robustness, explanations [default: all].",
+    ),
     executor: str = typer.Option("local", "--executor", help="local (this process) | ray (shards as Ray tasks; extra fxbench[ray])."),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a new local one)."),
     max_retries: int | None = typer.Option(None, "--max-retries", help="Ray: reruns of a shard whose worker died (default 3)."),
     gpus_per_task: float | None = typer.Option(None, "--ray-gpus-per-task", help="Ray on CUDA: GPUs per shard (default 1; 0.25 runs 4 small-model shards per GPU)."),
 ) -> None:
     """Run the robustness and explanation batteries on a submission."""
+    from rich.console import Console
+
     from ..executors import make_executor
+    from ..run import run_submission
 
     chosen = make_executor(executor, address=ray_address, max_retries=max_retries, gpus_per_task=gpus_per_task)
     console = Console(stderr=True, quiet=quiet)
+    progress, stop = _progress(console, quiet=quiet)
+    try:
+        result = run_submission(
+            path, data=data, preset=preset, device=device, out=out, limit=limit, seed=seed,
+            trust_code=trust_code, progress=progress, batteries=battery or None,
+            overwrite=overwrite, executor=None if chosen.name == "local" else chosen,
+        )
+    except KeyboardInterrupt:
+        raise interrupted() from None
+    finally:
+        stop()
+    if quiet:
+        typer.echo(str(result.out_dir / "result.json"))
+        return
+    print_summary(result, Console())
+
+
+def _progress(console: Console, *, quiet: bool):
+    """(run.Progress, stop): a rich bar on a terminal; plain lines (cli/progress.py) when stdout or stderr is
+    not a terminal (a CI log, `> run.log 2>&1`), where a bar would print nothing until the end."""
+    import sys
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..run import Progress as RunProgress
+    from .progress import PlainProgress
+
+    if quiet:
+        return RunProgress(), lambda: None
+    if not (console.is_terminal and sys.stdout.isatty()):
+        plain = PlainProgress(lambda line: print(line, file=sys.stderr, flush=True), heartbeat=True)
+        return RunProgress(start=plain.start, advance=plain.advance, note=plain.note), plain.stop
+
     bar = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, disable=quiet, transient=False,
+        console=console, transient=False,
     )
     state: dict = {}
 
@@ -62,20 +105,7 @@ def run(
     def note(message: str) -> None:
         console.print(f"[yellow]note:[/] {message}")
 
-    try:
-        result = run_submission(
-            path, data=data, preset=preset, device=device, out=out, limit=limit, seed=seed,
-            trust_code=trust_code, progress=RunProgress(start=start, advance=advance, note=note),
-            executor=None if chosen.name == "local" else chosen,
-        )
-    except KeyboardInterrupt:
-        raise interrupted() from None
-    finally:
-        bar.stop()
-    if quiet:
-        typer.echo(str(result.out_dir / "result.json"))
-        return
-    print_summary(result, Console())
+    return RunProgress(start=start, advance=advance, note=note), bar.stop
 
 
 def interrupted() -> typer.Exit:
@@ -92,6 +122,8 @@ def _fmt(m: dict | None) -> str:
 
 
 def print_summary(run: RunResult, console: Console) -> None:
+    from rich.table import Table
+
     r = run.result
     metrics = r["metrics"]
     ds = r["benchmark"]["dataset"]

@@ -5,13 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..errors import FxbenchError
-from ..run import Progress as RunProgress
-from ..run import run_many
-from .run import interrupted
+from .run import _progress, interrupted
 
 
 def register(app: typer.Typer) -> None:
@@ -37,32 +33,23 @@ def run_many_command(
 
     A submission that is refused or fails is named on stderr and does not stop the others; the exit code is
     then 2. With --executor ray the shards of all submissions share one queue on the cluster."""
+    from rich.console import Console
+
     from ..executors import make_executor
+    from ..run import run_many  # imports torch: only once a run starts, so --help stays fast
 
     chosen = make_executor(executor, address=ray_address, max_retries=max_retries, gpus_per_task=gpus_per_task)
     console = Console(stderr=True, quiet=quiet)
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=console, disable=quiet, transient=False)
-    state: dict = {}
-
-    def start(total: int) -> None:
-        state["task"] = bar.add_task("shards", total=total)
-        bar.start()
-
-    def advance(battery: str, key: str, resumed: bool) -> None:
-        bar.update(state["task"], advance=1, description=f"{battery} {key}" + (" (resumed)" if resumed else ""))
-
-    def note(message: str) -> None:
-        console.print(f"[yellow]note:[/] {message}")
+    progress, stop = _progress(console, quiet=quiet)  # a bar on a terminal, plain lines in a log
 
     try:
         many = run_many(paths, data=data, preset=preset, device=device, out=out, limit=limit, seed=seed,
                         trust_code=trust_code, executor=None if chosen.name == "local" else chosen,
-                        progress=RunProgress(start=start, advance=advance, note=note))
+                        progress=progress)
     except KeyboardInterrupt:
         raise interrupted() from None
     finally:
-        bar.stop()
+        stop()
     for outcome in many.outcomes:
         if not isinstance(outcome, FxbenchError):
             typer.echo(str(outcome.out_dir / "result.json"))

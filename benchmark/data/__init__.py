@@ -121,7 +121,7 @@ def _rows_of(ds: datasets.Dataset, src: DataSource, split: str) -> list[int]:
     return idx
 
 
-def load(path: str | Path | None = None, split: str = "eval") -> datasets.Dataset:
+def load(path: str | Path | None = None, *, split: str = "eval") -> datasets.Dataset:
     """The dataset (columns in docs/data.md) restricted to ``split``: "eval" (= valid + test), "train",
     "valid", "test" or "all". Images and masks decode to PIL images (mode L, 224 x 224)."""
     src = resolve_data(path)

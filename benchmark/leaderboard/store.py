@@ -320,19 +320,29 @@ def check_metric_values(result: dict[str, Any], df: pd.DataFrame, *, source: str
         )
 
 
+def _ineligible_reasons(b: dict[str, Any]) -> list[str]:
+    """Why a result cannot go on the leaderboard, each reason named (issue 13: not "embedded or --limit")."""
+    ds, reasons = b["dataset"], []
+    if b.get("limit") is not None:
+        reasons.append(f"it is a --limit {b['limit']} run ({ds['n']} images, part of the evaluation split); "
+                       "rerun without --limit")
+    if str(ds["name"]).endswith("embedded"):
+        reasons.append(f"it was computed on the embedded subset ({ds['n']} images shipped with the package), "
+                       "not on a prepared FracAtlas; run `fxbench data prepare` first, then rerun")
+    elif b.get("limit") is None:
+        reasons.append(f"its dataset {ds['name']!r} is not leaderboard-eligible (not the release the split "
+                       "manifest names); prepare the FracAtlas release and rerun")
+    return reasons
+
+
 def check_belongs(result: dict[str, Any], spec: VersionSpec, *, source: Path) -> None:
     """Refuse a result that was not computed by this folder's benchmark version, data and battery config."""
     b = result["benchmark"]
     ds = b["dataset"]
     if b["version"] != spec.version:
         raise ResultError(f"{source}: benchmark version {b['version']!r} does not match its folder {spec.version!r}")
-    if not ds["leaderboard_eligible"]:
-        raise ResultError(
-            f"{source}: computed on {ds['name']!r}, which is not leaderboard-eligible (the embedded subset or "
-            "a --limit run); run on the prepared FracAtlas evaluation split"
-        )
-    if b.get("limit") is not None:
-        raise ResultError(f"{source}: a --limit {b['limit']} run evaluates part of the split only")
+    if not ds["leaderboard_eligible"] or b.get("limit") is not None:
+        raise ResultError(f"{source}: not leaderboard-eligible: {'; '.join(_ineligible_reasons(b))}")
     if ds["fingerprint"] != spec.fingerprint:
         raise ResultError(
             f"{source}: dataset fingerprint {ds['fingerprint'][:12]}... does not match {spec.version}'s "
