@@ -258,6 +258,7 @@ def _run_locked(path, *, out: Path, data, preset: str, dev, limit, seed: int, tr
             "started_at": started_at,
             "duration_s": round(time.time() - started, 3),
             **({"ci": ci} if (ci := _ci_provenance()) else {}),
+            **_xai_metric_paths(results),
         },
     }
     final = out / sub.spec.id
@@ -426,6 +427,14 @@ def _git_commit() -> str | None:
         return r.stdout.strip() or None if r.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _xai_metric_paths(results) -> dict[str, list[str]]:
+    """Which implementation scored the explanation battery's model metrics: ``fast`` (the batched path,
+    explanations/fast.py) and/or ``quantus`` (the library itself); per column in components.explanations."""
+    info = getattr(results.get("explanations"), "info", None) or {}
+    used = {p for v in (info.get("metric_paths") or {}).values() for p in v.split("+")}
+    return {"xai_metric_paths": sorted(used)} if used else {}
 
 
 def _ci_provenance() -> dict[str, str] | None:

@@ -188,7 +188,7 @@ def pixel_flipping_curves(inp, p) -> np.ndarray:
     limits = torch.arange(1, steps + 1, device=device) * p.features_in_step
     base = torch.tensor(float(np.float32(p.perturb_baseline)), dtype=torch.float32, device=device)
     curves = np.empty((n, steps), dtype=np.float32)
-    pairs = [(i, s) for i in range(n) for s in range(steps)]
+    pairs = [(i, s) for s in range(steps) for i in range(n)]  # step-major, as Quantus's loop batches them
     for sl in _chunks(len(pairs), pred.batch):
         ii = torch.as_tensor([pairs[q][0] for q in range(sl.start, sl.stop)], device=device)
         ss = torch.as_tensor([pairs[q][1] for q in range(sl.start, sl.stop)], device=device)

@@ -57,6 +57,7 @@ class SmoothGradParams(Params):
 class Method:
     fn: Callable[..., torch.Tensor]  # (model, x, target, params, signed) -> N x C x H x W
     params: type[Params]
+    random: bool = False  # draws random numbers (torch's generator): its map depends on the draws' order
 
 
 METHODS: Registry[Method] = Registry("attribution method")
@@ -70,9 +71,9 @@ class UnsupportedMethod(Exception):
         self.reason = reason
 
 
-def method(name: str, params: type[Params] = Params):
+def method(name: str, params: type[Params] = Params, *, random: bool = False):
     def add(fn):
-        METHODS.register(name, Method(fn, params))
+        METHODS.register(name, Method(fn, params, random))
         return fn
 
     return add
@@ -134,7 +135,7 @@ def _occlusion(model, x, target, p, signed=False):
     )
 
 
-@method("smoothgrad", SmoothGradParams)
+@method("smoothgrad", SmoothGradParams, random=True)
 def _smoothgrad(model, x, target, p, signed=False):
     return ca.NoiseTunnel(ca.Saliency(model)).attribute(
         x,
