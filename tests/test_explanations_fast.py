@@ -246,3 +246,60 @@ def test_bit_for_bit_quantus_when_the_forward_batches_are_quantus_own(case, monk
     np.testing.assert_array_equal(got, want)
     got, want = _both("mprt", {}, x, reduced, model, explain=_explainer("saliency", p))
     np.testing.assert_array_equal(got, want)
+
+
+# -- attribution methods batched to the device's memory ---------------------------------------------------
+
+
+def test_device_batch_plan_changes_no_map(case, monkeypatch):
+    # The accelerator's plan (more images per call, IG's steps and Occlusion's patches in larger passes) run
+    # here on the CPU: the maps equal the CPU micro-batches' to float precision.
+    from fxbench.explanations import methods as mth
+
+    model, x, _, _ = case
+    xt = torch.as_tensor(x[:2])
+    specs = {
+        "integrated_gradients": {"rule": "abs", "n_steps": 4, "internal_batch_size": 4},
+        "occlusion": {"rule": "positive", "window": 56, "stride": 56, "perturbations_per_eval": 2},
+        "input_x_gradient": {"rule": "abs"},
+    }
+    for name, spec in specs.items():
+        p = METHODS.get(name).params(**spec)
+        cpu = attribute(model, xt, name=name, params=p, batch_size=1, signed=True)
+        monkeypatch.setattr(mth, "_device_kind", lambda x: "device")
+        for budget in (6, 4096):
+            monkeypatch.setitem(mth._device_budget, "inputs", budget)
+            per, q = mth.batch_plan(name, p, 2, 1, kind="device", budget=budget)
+            if budget == 4096:  # the point: larger passes than the spec's
+                assert per == 2 or name == "occlusion"
+                assert q != p or name == "input_x_gradient", name
+            dev = attribute(model, xt, name=name, params=p, batch_size=1, signed=True)
+            scale = float(cpu.abs().max())
+            np.testing.assert_allclose(dev, cpu, rtol=1e-5, atol=1e-6 * scale, err_msg=f"{name} {budget}")
+        monkeypatch.setattr(mth, "_device_kind", lambda x: "cpu")
+    # SmoothGrad's noise depends on the grouping: it keeps the spec's batch on every device
+    sg = METHODS.get("smoothgrad").params(rule="abs", nt_samples=2, stdevs=0.1, nt_samples_batch_size=2)
+    assert mth.batch_plan("smoothgrad", sg, 64, 16, kind="device", budget=4096) == (16, sg)
+
+
+def test_device_out_of_memory_halves_the_pass_and_keeps_the_maps(case, monkeypatch):
+    from fxbench.explanations import methods as mth
+
+    model, x, _, _ = case
+    xt = torch.as_tensor(x[:3])
+    p = METHODS.get("saliency").params(rule="abs")
+    want = attribute(model, xt, name="saliency", params=p, batch_size=1)
+    inner, seen = mth.METHODS.get("saliency").fn, []
+
+    def small_card(model, xb, tb, p, signed=False):
+        seen.append(len(xb))
+        if len(xb) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return inner(model, xb, tb, p, signed=signed)
+
+    monkeypatch.setattr(mth, "_device_kind", lambda x: "device")
+    monkeypatch.setitem(mth._device_budget, "inputs", 4)
+    monkeypatch.setitem(mth.METHODS._items, "saliency", mth.Method(small_card, type(p)))
+    got = attribute(model, xt, name="saliency", params=p, batch_size=1)
+    assert seen[:3] == [3, 2, 1] and mth._device_budget["inputs"] == 1
+    np.testing.assert_allclose(got, want, rtol=1e-6)
