@@ -21,9 +21,11 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import platform
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +62,20 @@ def explain_rate(explain, model, x: np.ndarray, batch: int) -> float:
     return batch / best
 
 
+def _values(metric, inp, params) -> np.ndarray:
+    return metric.score(inp, params).values
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--submission", type=Path, default=REPO / "submissions/fxb-resnet10t-erm/model.yaml")
@@ -92,18 +108,17 @@ def main() -> None:
     reduced = attribute(model, x.to(device), name="saliency", params=p_sal, batch_size=cfg.batch_size)
     explain = ExplanationBattery()._explainer("saliency", cfg, device)
     seeds = np.arange(len(rows), dtype=np.int64) + 1000
-    fwd = forward_rate(model, x.to(device), fast._forward_batch(device))
-    exp = explain_rate(explain, model, x.numpy(), cfg.batch_size if device.type != "cpu" else 8)
     n, n_pix = len(rows), x[0].numel()
 
     def required(name, p) -> tuple[int, float]:
-        if name == "faithfulness_correlation":
-            return n * (1 + p.nr_runs), fwd
-        if name == "pixel_flipping":
-            return n * (math.ceil(n_pix / p.features_in_step) + 2), fwd
-        if name == "max_sensitivity":
-            return n * p.nr_samples, exp
-        return n, exp  # mprt
+        """(passes the metric requires, the plain batched rate of that pass, measured now: the machine's
+        load drifts, so each metric is read against a rate taken next to it)."""
+        if name in ("faithfulness_correlation", "pixel_flipping"):
+            rate = forward_rate(model, x.to(device), fast._forward_batch(device))
+            per = 1 + p.nr_runs if name == "faithfulness_correlation" else math.ceil(n_pix / p.features_in_step) + 2
+            return n * per, rate
+        rate = explain_rate(explain, model, x.numpy(), cfg.batch_size if device.type != "cpu" else 8)
+        return n * (p.nr_samples if name == "max_sensitivity" else 1), rate
 
     table = []
     for name, choice in cfg.model_metrics.items():
@@ -117,21 +132,22 @@ def main() -> None:
         )
         m = METRICS.get(name)
         assert fast.path_for(name, inp, choice.params) == "fast", name
-        t_q, ref = _timed(lambda: m.score(dataclasses.replace(inp, reference=True), choice.params).values)
-        t_f, got = _timed(lambda: m.score(inp, choice.params).values)
+        t_q, ref = _timed(partial(_values, m, dataclasses.replace(inp, reference=True), choice.params))
+        t_f, got = _timed(partial(_values, m, inp, choice.params))
         passes, rate = required(name, choice.params)
+        load = os.getloadavg()[0]
         floor = passes / rate
         table.append({
             "metric": name, "images": n, "quantus_s": round(t_q, 2), "fast_s": round(t_f, 2),
             "speedup": round(t_q / t_f, 1), "passes_required": passes, "rate_per_s": round(rate, 1),
             "floor_s": round(floor, 2), "fast_over_floor": round(t_f / floor, 2),
-            "max_abs_diff": float(np.nanmax(np.abs(got - ref))),
+            "max_abs_diff": float(np.nanmax(np.abs(got - ref))), "load_avg_1min": round(load, 1),
         })
         print(json.dumps(table[-1]), flush=True)
     report = {
         "submission": args.submission.parent.name, "preset": args.preset, "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-        or platform.machine(), "threads": args.threads, "torch": torch.__version__, "table": table,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "cpus": os.cpu_count(), "threads": args.threads, "torch": torch.__version__, "table": table,
     }
     print("\n| metric | images | Quantus s | fast s | Quantus / fast | passes required | rate /s | floor s "
           "| fast / floor | max abs diff |\n|---|---|---|---|---|---|---|---|---|---|")

@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_evalset, tiny_timm
-from fxbench.explanations import METHODS, METRICS, MetricInputs, attribute, parse_config
-from fxbench.explanations import fast
+from fxbench.explanations import METHODS, METRICS, MetricInputs, attribute, fast, parse_config
 from fxbench.models import wrap
 from fxbench.paths import SPECS_DIR
 

@@ -266,8 +266,8 @@ def mprt(inp, p, seed: int) -> np.ndarray:
 
         return _quantus_mprt(inp, p)
     last = None
-    for _, last in wrapped.get_random_layer_generator(order=m.layer_order, seed=m.seed):
-        pass
+    for _, randomised in wrapped.get_random_layer_generator(order=m.layer_order, seed=m.seed):
+        last = randomised  # the same model object, one more layer reset each time: all of them at the end
     x, a = inp.x, utils.expand_attribution_channel(inp.maps, inp.x)
     y = np.ones(len(x), dtype=np.int64)
     out: list[float] = []

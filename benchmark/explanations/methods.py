@@ -11,7 +11,6 @@ Occlusion as they come.
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
