@@ -109,6 +109,10 @@ def main() -> None:
     explain = ExplanationBattery()._explainer("saliency", cfg, device)
     seeds = np.arange(len(rows), dtype=np.int64) + 1000
     n, n_pix = len(rows), x[0].numel()
+    # Model calls (forward passes of any batch size, backward passes not counted): where one call is
+    # latency-bound (a GPU at one image per call), the time follows the calls, not the images.
+    calls: list[int] = []
+    model.register_forward_pre_hook(lambda mod, args: calls.append(len(args[0])))
 
     def required(name, p) -> tuple[int, float]:
         """(passes the metric requires, the plain batched rate of that pass, measured now: the machine's
@@ -132,14 +136,18 @@ def main() -> None:
         )
         m = METRICS.get(name)
         assert fast.path_for(name, inp, choice.params) == "fast", name
+        calls.clear()
         t_q, ref = _timed(partial(_values, m, dataclasses.replace(inp, reference=True), choice.params))
+        c_q = len(calls)
+        calls.clear()
         t_f, got = _timed(partial(_values, m, inp, choice.params))
+        c_f = len(calls)
         passes, rate = required(name, choice.params)
         load = os.getloadavg()[0]
         floor = passes / rate
         table.append({
             "metric": name, "images": n, "quantus_s": round(t_q, 2), "fast_s": round(t_f, 2),
-            "speedup": round(t_q / t_f, 1), "passes_required": passes, "rate_per_s": round(rate, 1),
+            "speedup": round(t_q / t_f, 1), "model_calls_quantus": c_q, "model_calls_fast": c_f, "passes_required": passes, "rate_per_s": round(rate, 1),
             "floor_s": round(floor, 2), "fast_over_floor": round(t_f / floor, 2),
             "max_abs_diff": float(np.nanmax(np.abs(got - ref))), "load_avg_1min": round(load, 1),
         })
@@ -149,10 +157,11 @@ def main() -> None:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
         "cpus": os.cpu_count(), "threads": args.threads, "torch": torch.__version__, "table": table,
     }
-    print("\n| metric | images | Quantus s | fast s | Quantus / fast | passes required | rate /s | floor s "
-          "| fast / floor | max abs diff |\n|---|---|---|---|---|---|---|---|---|---|")
+    print("\n| metric | images | Quantus s | fast s | Quantus / fast | model calls Quantus / fast | passes required "
+          "| rate /s | floor s | fast / floor | max abs diff |\n|---|---|---|---|---|---|---|---|---|---|---|")
     for r in table:
         print(f"| {r['metric']} | {r['images']} | {r['quantus_s']} | {r['fast_s']} | {r['speedup']} | "
+              f"{r['model_calls_quantus']} / {r['model_calls_fast']} | "
               f"{r['passes_required']} | {r['rate_per_s']} | {r['floor_s']} | {r['fast_over_floor']} | "
               f"{r['max_abs_diff']:.1e} |")
     if args.out:
