@@ -172,15 +172,13 @@ def _run_locked(path, *, out: Path, data, preset: str, dev, limit, seed: int, tr
                 definition, progress: Progress, started: float, started_at: str) -> RunResult:
     from .data import EmbeddedDataWarning, load_arrays
     from .models import check_model_outputs, load_submission, strict_fp32
-    from .models.validate import battery_batch_sizes
-
     try:
         sub = load_submission(path, trust_code=trust_code, device=str(dev))
     except SystemExit as e:  # trusted code that exits while it is imported or built
         raise ModelFailed(f"{path}: the model code called sys.exit({e.code!r}) while loading") from None
     model = sub.model
     with _model_errors(sub, "the output check"):  # at the batch sizes this run's batteries will use
-        check_model_outputs(model, device=dev, batch_sizes=battery_batch_sizes(preset, version=definition.version))
+        check_model_outputs(model, device=dev, batch_sizes=model_check_batch_sizes(preset, definition.version, dev))
     with warnings.catch_warnings():  # said once below through progress.note, not as a Python warning
         warnings.simplefilter("ignore", EmbeddedDataWarning)
         evalset = load_arrays(data, split=definition.raw["dataset"]["split"], limit=limit)
@@ -427,6 +425,17 @@ def _git_commit() -> str | None:
         return r.stdout.strip() or None if r.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def model_check_batch_sizes(preset: str, version: str, dev) -> tuple[int, ...]:
+    """The spec's batch sizes and the batched metric path's forward batch on this device: an image's logits
+    must not depend on the batch it shares with its own perturbed copies either."""
+    import torch
+
+    from .explanations.fast import forward_batch_size
+    from .models.validate import battery_batch_sizes
+
+    return tuple(sorted({*battery_batch_sizes(preset, version=version), forward_batch_size(torch.device(dev))}))
 
 
 def _xai_metric_paths(results) -> dict[str, list[str]]:

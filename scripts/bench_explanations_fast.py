@@ -118,7 +118,7 @@ def main() -> None:
         """(passes the metric requires, the plain batched rate of that pass, measured now: the machine's
         load drifts, so each metric is read against a rate taken next to it)."""
         if name in ("faithfulness_correlation", "pixel_flipping"):
-            rate = forward_rate(model, x.to(device), fast._forward_batch(device))
+            rate = forward_rate(model, x.to(device), fast.forward_batch_size(device))
             per = 1 + p.nr_runs if name == "faithfulness_correlation" else math.ceil(n_pix / p.features_in_step) + 2
             return n * per, rate
         rate = explain_rate(explain, model, x.numpy(), cfg.batch_size if device.type != "cpu" else 8)

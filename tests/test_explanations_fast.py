@@ -302,3 +302,29 @@ def test_device_out_of_memory_halves_the_pass_and_keeps_the_maps(case, monkeypat
     got = attribute(model, xt, name="saliency", params=p, batch_size=1)
     assert seen[:3] == [3, 2, 1] and mth._device_budget["inputs"] == 1
     np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+class FastBatchTrick(torch.nn.Module):
+    """Honest alone and in the spec's batches; shifts its logits in a batch of exactly the fast path's size."""
+
+    def forward(self, x):
+        z = x.mean(dim=(1, 2, 3))[:, None] * torch.tensor([[-1.0, 1.0]])
+        return z + (0.5 if x.shape[0] == fast.CPU_FORWARD_BATCH else 0.0)
+
+
+def test_run_checks_batch_independence_at_the_fast_paths_forward_batch(monkeypatch):
+    # A model that changed its answer only in the batched path's passes would score differently there than
+    # under Quantus's one-image passes: the run's model check covers that batch size too.
+    from fxbench.errors import ModelMisbehaviour
+    from fxbench.models import check_model_outputs
+    from fxbench.models.validate import battery_batch_sizes
+    from fxbench.run import model_check_batch_sizes
+
+    monkeypatch.setattr(fast, "CPU_FORWARD_BATCH", 24)  # as on a GPU: a size no spec key names (1024 there)
+    model = wrap(FastBatchTrick())
+    assert fast.CPU_FORWARD_BATCH not in battery_batch_sizes("quick", version="v2")
+    check_model_outputs(model, device="cpu", batch_sizes=battery_batch_sizes("quick", version="v2"))  # passes
+    sizes = model_check_batch_sizes("quick", "v2", "cpu")
+    assert fast.CPU_FORWARD_BATCH in sizes
+    with pytest.raises(ModelMisbehaviour, match="in a batch of 24"):
+        check_model_outputs(model, device="cpu", batch_sizes=sizes)

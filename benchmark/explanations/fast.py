@@ -67,7 +67,7 @@ def path_for(metric: str, inp, params) -> str:
 # -- forward passes ----------------------------------------------------------------------------------------
 
 
-def _forward_batch(device: torch.device) -> int:
+def forward_batch_size(device: torch.device) -> int:
     return CUDA_FORWARD_BATCH if device.type == "cuda" else CPU_FORWARD_BATCH
 
 
@@ -81,7 +81,7 @@ class _Predictor:
             raise AttributeError("Torch model needs to be in the evaluation mode.")  # as Quantus
         self.net = wrapped.get_softmax_arg_model()
         self.device = torch.device(device)
-        self.batch = _forward_batch(self.device)
+        self.batch = forward_batch_size(self.device)
         self.target = target
         self.passes = 0
 
