@@ -79,7 +79,8 @@ def _cpu_name() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--submission", type=Path, default=REPO / "submissions/fxb-resnet10t-erm/model.yaml")
-    ap.add_argument("--images", type=int, default=16, help="fractured images of the embedded subset")
+    ap.add_argument("--images", type=int, default=16, help="fractured images (evaluation split, in order)")
+    ap.add_argument("--data", type=Path, default=None, help="prepared dataset (default: fxbench's, else embedded)")
     ap.add_argument("--preset", default="full", choices=["full", "quick"], help="the v2 spec's parameters")
     ap.add_argument("--metrics", nargs="*", default=None)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -100,7 +101,7 @@ def main() -> None:
     cfg = parse_config({"name": spec["name"], "version": spec["version"], **spec[args.preset]})
     device = torch.device(args.device)
     model = load_submission(args.submission, device=str(device)).model
-    ev = load_arrays(limit=None)
+    ev = load_arrays(args.data, split="eval")
     rows = [i for i in range(len(ev)) if int(ev.y[i]) == 1][: args.images]
     x = ev.x[rows].float()
     p_sal = cfg.methods["saliency"]
