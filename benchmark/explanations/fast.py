@@ -213,6 +213,8 @@ def max_sensitivity(inp, p, perturb_func: Callable | None) -> np.ndarray:
     asserts.assert_explain_func(explain_func=inp.explain)
     x, a = inp.x, utils.expand_attribution_channel(inp.maps, inp.x)
     n, ns = len(x), p.nr_samples
+    for i in range(n):  # Quantus's preprocessing of each one-image call
+        asserts.assert_attributions(x_batch=x[i : i + 1], a_batch=a[i : i + 1])
     out = np.full(n, np.nan)
     per_call = max(1, 256 // ns)  # images whose noisy copies are explained together (bounds host memory)
     state = np.random.get_state()
@@ -269,6 +271,7 @@ def mprt(inp, p, seed: int) -> np.ndarray:
     for _, randomised in wrapped.get_random_layer_generator(order=m.layer_order, seed=m.seed):
         last = randomised  # the same model object, one more layer reset each time: all of them at the end
     x, a = inp.x, utils.expand_attribution_channel(inp.maps, inp.x)
+    asserts.assert_attributions(x_batch=x, a_batch=a)  # Quantus's preprocessing of the (one) call
     y = np.ones(len(x), dtype=np.int64)
     out: list[float] = []
     bs = inp.batch_size  # Quantus's chunks: SmoothGrad's noise stream depends on them
