@@ -297,7 +297,6 @@ def prepare_run(path, *, out: Path, data, preset: str, dev, limit, seed: int, tr
     shard plan. Writes nothing."""
     from .data import EmbeddedDataWarning, load_arrays
     from .models import Submission, check_model_outputs, load_submission
-    from .models.validate import battery_batch_sizes
 
     started = time.time() if started is None else started
     started_at = started_at or datetime.now(UTC).replace(microsecond=0).isoformat()
@@ -307,7 +306,7 @@ def prepare_run(path, *, out: Path, data, preset: str, dev, limit, seed: int, tr
         raise ModelFailed(f"{path}: the model code called sys.exit({e.code!r}) while loading") from None
     model = sub.model
     with _model_errors(sub, "the output check"):  # at the batch sizes this run's batteries will use
-        check_model_outputs(model, device=dev, batch_sizes=battery_batch_sizes(preset, version=definition.version))
+        check_model_outputs(model, device=dev, batch_sizes=model_check_batch_sizes(preset, definition.version, dev))
     with warnings.catch_warnings():  # said once below through progress.note, not as a Python warning
         warnings.simplefilter("ignore", EmbeddedDataWarning)
         evalset = load_arrays(data, split=definition.raw["dataset"]["split"], limit=limit)
@@ -390,6 +389,7 @@ def finish_run(prep: PreparedRun, results: dict[str, BatteryResult], n_run: int,
             "started_at": prep.started_at,
             "duration_s": round(time.time() - prep.started, 3),
             **({"ci": ci} if (ci := _ci_provenance()) else {}),
+            **_xai_metric_paths(results),
         },
     }
     final = prep.out / sub.spec.id
@@ -558,6 +558,25 @@ def _git_commit() -> str | None:
         return r.stdout.strip() or None if r.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def model_check_batch_sizes(preset: str, version: str, dev) -> tuple[int, ...]:
+    """The spec's batch sizes and the batched metric path's forward batch on this device: an image's logits
+    must not depend on the batch it shares with its own perturbed copies either."""
+    import torch
+
+    from .explanations.fast import forward_batch_size
+    from .models.validate import battery_batch_sizes
+
+    return tuple(sorted({*battery_batch_sizes(preset, version=version), forward_batch_size(torch.device(dev))}))
+
+
+def _xai_metric_paths(results) -> dict[str, list[str]]:
+    """Which implementation scored the explanation battery's model metrics: ``fast`` (the batched path,
+    explanations/fast.py) and/or ``quantus`` (the library itself); per column in components.explanations."""
+    info = getattr(results.get("explanations"), "info", None) or {}
+    used = {p for v in (info.get("metric_paths") or {}).values() for p in v.split("+")}
+    return {"xai_metric_paths": sorted(used)} if used else {}
 
 
 def _ci_provenance() -> dict[str, str] | None:

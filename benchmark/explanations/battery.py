@@ -24,6 +24,7 @@ import torch
 from ..battery import BatteryResult, EvalSet, Flag, RunContext, ShardOutput
 from ..errors import EvaluationBug
 from ..results.metrics import MetricDef
+from . import fast
 from .config import XaiConfig, parse_config
 from .gallery import choose_images, overlay_png, panels_png
 from .methods import METHODS, UnsupportedMethod, attribute, one_channel
@@ -279,7 +280,11 @@ class ExplanationBattery:
                     None if image_seeds is None else image_seeds(name, metric, in_subset),
                     src.ties,
                     src.constant_maps,
+                    reference=fast.requested_path() == "quantus",
+                    explain_random=name in METHODS and METHODS.get(name).random,
                 )
+                # provenance: which implementation computed the column (fast.py or Quantus itself)
+                info.setdefault("metric_paths", {})[col] = fast.path_for(metric, sub, choice.params)
                 try:
                     with _quiet():
                         s = choice.metric.score(sub, choice.params)
@@ -527,6 +532,7 @@ class ExplanationBattery:
     def _summary(self, outputs: dict[str, ShardOutput], cfg: XaiConfig, with_adv: bool):
         unsupported: dict[str, str] = {}
         failed: dict[str, str] = {}
+        paths: dict[str, set[str]] = {}
         timings: Counter = Counter()
         nan: dict[str, Counter] = {}
         attack = {"status": "skipped"}
@@ -535,6 +541,8 @@ class ExplanationBattery:
             for k, v in o.get("unsupported", {}).items():
                 unsupported.setdefault(k, v)
             failed.update(o.get("failed", {}))
+            for col, path in o.get("metric_paths", {}).items():
+                paths.setdefault(col, set()).add(path)
             timings.update(o.get("timings_s", {}))
             for col, counts in o.get("nan", {}).items():
                 nan.setdefault(col, Counter()).update(counts)
@@ -568,6 +576,8 @@ class ExplanationBattery:
             "timings_s": {k: round(v, 3) for k, v in sorted(timings.items())},
             "nonfinite_maps": dict(sorted(nonfinite.items())),
         }
+        if paths:  # per model-metric column: "fast" (explanations/fast.py) or "quantus" (the library itself)
+            info["metric_paths"] = {c: "+".join(sorted(v)) for c, v in sorted(paths.items())}
         return info, flags
 
     def _gallery_v2(

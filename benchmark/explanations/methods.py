@@ -10,6 +10,7 @@ Occlusion as they come.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -57,6 +58,7 @@ class SmoothGradParams(Params):
 class Method:
     fn: Callable[..., torch.Tensor]  # (model, x, target, params, signed) -> N x C x H x W
     params: type[Params]
+    random: bool = False  # draws random numbers (torch's generator): its map depends on the draws' order
 
 
 METHODS: Registry[Method] = Registry("attribution method")
@@ -70,9 +72,9 @@ class UnsupportedMethod(Exception):
         self.reason = reason
 
 
-def method(name: str, params: type[Params] = Params):
+def method(name: str, params: type[Params] = Params, *, random: bool = False):
     def add(fn):
-        METHODS.register(name, Method(fn, params))
+        METHODS.register(name, Method(fn, params, random))
         return fn
 
     return add
@@ -134,7 +136,7 @@ def _occlusion(model, x, target, p, signed=False):
     )
 
 
-@method("smoothgrad", SmoothGradParams)
+@method("smoothgrad", SmoothGradParams, random=True)
 def _smoothgrad(model, x, target, p, signed=False):
     return ca.NoiseTunnel(ca.Saliency(model)).attribute(
         x,
@@ -157,8 +159,40 @@ def one_channel(a: torch.Tensor, rule: str | None) -> torch.Tensor:
 
 # Images per attribution call on the CPU. Memory, not a definition: an image's map does not depend on its
 # batch-mates (tests/test_explanations_v2.py), but a 48-image DeepLift backward of a ResNet-10t held ~5.5 GB
-# of activations on the CPU (peak 7.0 GB against 3.8 GB at 16 images, measured); a GPU keeps the spec's batch.
+# of activations on the CPU (peak 7.0 GB against 3.8 GB at 16 images, measured).
 CPU_MICROBATCH = 8
+# On an accelerator: model inputs per forward(+backward) pass to start from (IG's steps, Occlusion's patches
+# and the images of a call together); halved on out-of-memory and kept halved for the process. Memory, not a
+# definition: the maps equal the CPU micro-batches' to float precision (tests/test_explanations_fast.py).
+DEVICE_INPUTS_PER_PASS = 1024
+_device_budget = {"inputs": DEVICE_INPUTS_PER_PASS}
+
+
+def _device_kind(x: torch.Tensor) -> str:
+    return "cpu" if x.device.type == "cpu" else "device"
+
+
+def batch_plan(
+    name: str, params: Params, n: int, batch_size: int, *, kind: str, budget: int, hw: tuple[int, int] = (224, 224)
+) -> tuple[int, Params]:
+    """(images per call, the method's params for that call): the spec's batches on the CPU (capped at
+    CPU_MICROBATCH); on an accelerator as many images and inner steps per pass as ``budget`` inputs allow.
+    A method that draws random numbers (SmoothGrad) keeps the spec's batch everywhere: its noise stream, hence
+    its map, depends on how images are grouped (on CUDA's counter-based generator)."""
+    if kind == "cpu":
+        return min(batch_size, CPU_MICROBATCH), params
+    if METHODS.get(name).random:
+        return batch_size, params
+    if isinstance(params, IGParams):
+        per = max(1, min(n, budget // params.n_steps))
+        return per, params.model_copy(update={"internal_batch_size": max(params.internal_batch_size,
+                                                                         per * params.n_steps)})
+    if isinstance(params, OcclusionParams):  # forward passes only (no activations kept): 4x the inputs
+        per = max(1, min(n, batch_size))
+        windows = math.prod(math.ceil(max(0, d - params.window) / params.stride) + 1 for d in hw)  # as Captum
+        ppe = max(params.perturbations_per_eval, min(windows, 4 * budget // per))
+        return per, params.model_copy(update={"perturbations_per_eval": ppe})
+    return max(1, min(n, budget)), params
 
 
 def attribute(
@@ -176,18 +210,30 @@ def attribute(
     Raises UnsupportedMethod when Captum cannot handle the model (e.g. DeepLift on a reused module).
     """
     fn = METHODS.get(name).fn
+    kind = _device_kind(x)
     out = []
-    step = batch_size if x.device.type != "cpu" else min(batch_size, CPU_MICROBATCH)
-    for i in range(0, len(x), step):
+    i = 0
+    while i < len(x):
+        step, p = batch_plan(name, params, len(x) - i, batch_size, kind=kind, budget=_device_budget["inputs"],
+                             hw=tuple(x.shape[-2:]))
         xb = x[i : i + step].detach().clone().requires_grad_(True)
         tb = target[i : i + step] if isinstance(target, torch.Tensor) else target
         try:
-            a = fn(model, xb, tb, params, signed=signed)
-        except (UnsupportedMethod, torch.OutOfMemoryError, EvaluationBug):
+            a = fn(model, xb, tb, p, signed=signed)
+        except torch.OutOfMemoryError:
+            if kind == "cpu" or _device_budget["inputs"] <= 1:
+                raise
+            del xb
+            _device_budget["inputs"] //= 2  # retry the same images in smaller passes
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        except (UnsupportedMethod, EvaluationBug):
             raise
         except Exception as e:  # Captum signals unsupported models with assorted error types
             raise UnsupportedMethod(f"{name} failed on this model: {type(e).__name__}: {str(e)[:300]}") from e
         if a.shape[0] != xb.shape[0] or a.shape[-2:] != xb.shape[-2:]:
             raise EvaluationBug(f"{name} returned shape {tuple(a.shape)} for input {tuple(xb.shape)}")
         out.append(one_channel(a.detach().float(), None if signed else params.rule).cpu())
+        i += step
     return torch.cat(out)

@@ -36,6 +36,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from ..registry import Registry
+from . import fast
 
 Explain = Callable[..., np.ndarray]  # Quantus explain_func: (model, inputs, targets, **kw) -> N x 1 x H x W
 
@@ -101,6 +102,10 @@ class MetricInputs:
     seeds: np.ndarray | None = None  # one seed per image (v2): model metrics then run image by image
     ties: Literal["raster", "share"] = "raster"
     constant_maps: Literal["nan", "score"] = "nan"
+    # Model metrics: True runs Quantus itself (the reference) even where fast.py reproduces it batched.
+    reference: bool = False
+    # The explanation draws random numbers (SmoothGrad): re-explaining in other batches changes its noise.
+    explain_random: bool = False
 
     @cached_property
     def flat_maps(self) -> np.ndarray:
@@ -183,18 +188,12 @@ def invalid_reasons(maps: np.ndarray, masks: np.ndarray, *, allow_constant: bool
 
 
 def _subset(inputs: MetricInputs, keep: np.ndarray) -> MetricInputs:
-    return MetricInputs(
-        inputs.x[keep],
-        inputs.maps[keep],
-        inputs.masks[keep],
-        inputs.model,
-        inputs.explain,
-        inputs.device,
-        inputs.batch_size,
-        inputs.seed,
-        None if inputs.seeds is None else np.asarray(inputs.seeds)[keep],
-        inputs.ties,
-        inputs.constant_maps,
+    return dataclasses.replace(
+        inputs,
+        x=inputs.x[keep],
+        maps=inputs.maps[keep],
+        masks=inputs.masks[keep],
+        seeds=None if inputs.seeds is None else np.asarray(inputs.seeds)[keep],
     )
 
 
@@ -365,6 +364,8 @@ def _per_image(inp: MetricInputs) -> dict:
 
 @metric("faithfulness_correlation", higher_is_better=True, needs_model=True, params=FaithCorrParams)
 def _faithfulness_correlation(inp: MetricInputs, p: FaithCorrParams) -> np.ndarray:
+    if fast.path_for("faithfulness_correlation", inp, p) == "fast":
+        return fast.faithfulness_correlation(inp, p)
     m = quantus.FaithfulnessCorrelation(
         nr_runs=p.nr_runs,
         subset_size=p.subset_size,
@@ -394,7 +395,10 @@ def _pixel_flipping(inp: MetricInputs, p: PixelFlippingParams) -> np.ndarray:
         **_per_image(inp),
         **_quiet,
     )
-    curves = np.asarray(_call(m, inp, p.softmax, random=False), dtype=float)
+    if fast.path_for("pixel_flipping", inp, p) == "fast":
+        curves = fast.pixel_flipping_curves(inp, p)
+    else:
+        curves = np.asarray(_call(m, inp, p.softmax, random=False), dtype=float)
     if p.normalised:
         if not isinstance(p.perturb_baseline, float):
             raise ValueError("pixel_flipping: normalised curves need a numeric perturb_baseline")
@@ -423,6 +427,17 @@ def _mprt(inp: MetricInputs, p: MPRTParams) -> np.ndarray:
     """Quantus's model parameter randomisation test: Spearman correlation between the map of the trained
     model and the map of the model with every layer re-initialised (cascading from the top). A map that
     survives losing the weights is not explaining the model (lower is better)."""
+    try:
+        if fast.path_for("mprt", inp, p) == "fast":
+            return fast.mprt(inp, p, seed=inp.seed % (2**31))
+        return _quantus_mprt(inp, p)
+    except IndexError:  # Quantus found no module with reset_parameters() to randomise
+        from .methods import UnsupportedMethod
+
+        raise UnsupportedMethod("mprt: the model has no layer with reset_parameters() to randomise") from None
+
+
+def _quantus_mprt(inp: MetricInputs, p: MPRTParams) -> np.ndarray:
     m = quantus.MPRT(
         layer_order=p.layer_order,
         seed=inp.seed % (2**31),
@@ -432,12 +447,7 @@ def _mprt(inp: MetricInputs, p: MPRTParams) -> np.ndarray:
         normalise=False,
         **_quiet,
     )
-    try:
-        return np.asarray(_call(m, inp, False, explain=True, random=False), dtype=float)
-    except IndexError:  # Quantus found no module with reset_parameters() to randomise
-        from .methods import UnsupportedMethod
-
-        raise UnsupportedMethod("mprt: the model has no layer with reset_parameters() to randomise") from None
+    return np.asarray(_call(m, inp, False, explain=True, random=False), dtype=float)
 
 
 def _clipped_uniform_noise(arr, indices, **kwargs):
@@ -454,6 +464,8 @@ def _clipped_uniform_noise(arr, indices, **kwargs):
     params=MaxSensitivityParams,
 )
 def _max_sensitivity(inp: MetricInputs, p: MaxSensitivityParams) -> np.ndarray:
+    if fast.path_for("max_sensitivity", inp, p) == "fast":
+        return fast.max_sensitivity(inp, p, _clipped_uniform_noise if p.clip else None)
     extra = {"perturb_func": _clipped_uniform_noise} if p.clip else {}
     m = quantus.MaxSensitivity(
         nr_samples=p.nr_samples, lower_bound=p.lower_bound, normalise=False, **extra, **_quiet
