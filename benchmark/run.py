@@ -271,6 +271,7 @@ class PreparedRun:
     config_hash: str
     started: float
     started_at: str
+    git_commit: str | None = None  # taken when the run starts: the code that computes it, not that at its end
 
     @property
     def n_shards(self) -> int:
@@ -338,7 +339,7 @@ def prepare_run(path, *, out: Path, data, preset: str, dev, limit, seed: int, tr
         plan.append((name, battery, config, battery.shards(evalset, config)))
     return PreparedRun(sub=sub, evalset=evalset, store=store, ctx=ctx, plan=plan, definition=definition, out=out,
                        preset=preset, limit=limit, seed=seed, dev=dev, trust_code=trust_code, config_hash=config_hash,
-                       started=started, started_at=started_at)
+                       started=started, started_at=started_at, git_commit=_git_commit())
 
 
 def finish_run(prep: PreparedRun, results: dict[str, BatteryResult], n_run: int, n_resumed: int) -> RunResult:
@@ -382,7 +383,7 @@ def finish_run(prep: PreparedRun, results: dict[str, BatteryResult], n_run: int,
         },
         "provenance": {
             "fxbench_version": __version__,
-            "git_commit": _git_commit(),
+            "git_commit": prep.git_commit,
             "versions": _versions(),
             "device": _device_name(prep.dev),
             "seed": prep.seed,

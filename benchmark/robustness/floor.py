@@ -96,8 +96,8 @@ def measure_rates(model: torch.nn.Module, x: torch.Tensor, *, repeats: int = 2) 
         xg = x.detach().clone().requires_grad_(True)
         with torch.enable_grad():
             z = model(xg)
-            (g,) = torch.autograd.grad(z.sum(), xg)
-        del g
+            if z.requires_grad:  # a constant model's logits have no graph to the input: nothing to go back through
+                torch.autograd.grad(z.sum(), xg, allow_unused=True)
 
     out: dict[str, Any] = {"batch": int(x.shape[0]), "device": str(dev), "repeats": repeats}
     for name, fn in (("fwd_s_per_image", fwd), ("fwd_bwd_s_per_image", fwd_bwd)):
