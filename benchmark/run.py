@@ -101,25 +101,12 @@ def run_submission(
 ) -> RunResult:
     """``executor``: None runs the shards in this process; an object of ``fxbench.executors`` (e.g. Ray) runs
     them elsewhere, with the same shards, store and result."""
-    from .models import resolve_device
 
     progress = progress or Progress()
     started = time.time()
     started_at = datetime.now(UTC).replace(microsecond=0).isoformat()
-    if limit is not None and limit < 2:
-        raise FxbenchError(f"--limit {limit}: need at least 2 images (one per class)")
-
-    if preset not in ("auto", *PRESETS):
-        raise FxbenchError(f"--preset {preset!r}: choose one of auto, {', '.join(PRESETS)}.")
-    definition = load_definition(version)
-    dev = resolve_device(device)
-    preset = resolve_preset(preset, dev)
-    names = list(dict.fromkeys(batteries or definition.raw["batteries"]))
-    order = list(definition.raw["batteries"])  # later batteries read earlier ones: keep the definition's order
-    names.sort(key=lambda n: order.index(n) if n in order else len(order))
-    for name in names:
-        BATTERIES.get(name)  # unknown names refused before any work
-    seed = definition.seed if seed is None else int(seed)
+    definition, dev, preset, names, seed = _checked_options(limit=limit, preset=preset, version=version,
+                                                            device=device, batteries=batteries, seed=seed)
     out = Path(out)
     created = not out.exists()
     check_writable(out)  # a read-only or full --out, or one naming a file, is found before any work
@@ -167,22 +154,12 @@ def run_many(
     after another). Each finished result is published whole as soon as it is done; a submission that is
     refused or fails is reported in the outcome and does not stop the others."""
     from .executors import LocalExecutor
-    from .models import resolve_device
 
     progress = progress or Progress()
     if not paths:
         raise FxbenchError("run-many: give at least one submission (model.yaml or its folder).")
-    if limit is not None and limit < 2:
-        raise FxbenchError(f"--limit {limit}: need at least 2 images (one per class)")
-    if preset not in ("auto", *PRESETS):
-        raise FxbenchError(f"--preset {preset!r}: choose one of auto, {', '.join(PRESETS)}.")
-    definition = load_definition(version)
-    dev = resolve_device(device)
-    preset = resolve_preset(preset, dev)
-    names = list(batteries or definition.raw["batteries"])
-    for name in names:
-        BATTERIES.get(name)
-    seed = definition.seed if seed is None else int(seed)
+    definition, dev, preset, names, seed = _checked_options(limit=limit, preset=preset, version=version,
+                                                            device=device, batteries=batteries, seed=seed)
     out = Path(out)
     check_writable(out)
     outcomes: list[RunResult | FxbenchError | None] = [None] * len(paths)
@@ -207,6 +184,26 @@ def run_many(
         for i, outcome in zip(where, done):
             outcomes[i] = outcome
     return ManyResult(paths=[Path(p) for p in paths], outcomes=outcomes)
+
+
+def _checked_options(*, limit, preset: str, version, device: str, batteries, seed):
+    """The options `run` and `run-many` share, checked before any work: (definition, device, preset, battery
+    names in the definition's order, seed)."""
+    from .models import resolve_device
+
+    if limit is not None and limit < 2:
+        raise FxbenchError(f"--limit {limit}: need at least 2 images (one per class)")
+    if preset not in ("auto", *PRESETS):
+        raise FxbenchError(f"--preset {preset!r}: choose one of auto, {', '.join(PRESETS)}.")
+    definition = load_definition(version)
+    dev = resolve_device(device)
+    names = list(dict.fromkeys(batteries or definition.raw["batteries"]))
+    order = list(definition.raw["batteries"])  # later batteries read earlier ones: keep the definition's order
+    names.sort(key=lambda n: order.index(n) if n in order else len(order))
+    for name in names:
+        BATTERIES.get(name)  # unknown names refused before any work
+    seed = definition.seed if seed is None else int(seed)
+    return definition, dev, resolve_preset(preset, dev), names, seed
 
 
 def check_writable(out: Path) -> None:

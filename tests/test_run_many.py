@@ -54,3 +54,15 @@ def test_ctrl_c_says_how_to_resume(tmp_path, cli, monkeypatch):
     r = cli("run", yaml_path, "--out", tmp_path / "out", "--device", "cpu", "--preset", "quick", "--limit", "4")
     assert r.exit_code == 130
     assert "error: interrupted; rerun the same command to resume" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_run_many_takes_batteries_like_run_once_each_in_the_definitions_order(tmp_path):
+    """`run` and `run-many` check their shared options in one place: repeated names run once, and a later
+    battery (robustness reads the clean battery's decisions) runs after the one it reads."""
+    a = make_submission(tmp_path / "a", sub_id="sub-a")
+    opts = dict(OPTS, batteries=["robustness", "clean", "clean"])
+    many = run_module.run_many([a], out=tmp_path / "out", **opts)
+    (res,) = many.outcomes
+    assert list(res.result["components"]) == ["clean", "robustness"]
+    with pytest.raises(FxbenchError, match="--limit 1"):
+        run_module.run_many([a], out=tmp_path / "out", **dict(OPTS, limit=1))
