@@ -30,48 +30,12 @@ from fxbench.battery import DatasetInfo, EvalSet, RunContext
 from fxbench.models import wrap
 from fxbench.paths import SPECS_DIR
 from fxbench.robustness import RobustnessBattery
-from fxbench.robustness.floor import ratios
+from fxbench.robustness.floor import floor_seconds, measure_rates, ratios
 
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def rate(step, n_images: int, device: torch.device, min_seconds: float, warmup: int = 3) -> float:
-    """Images per second of ``step()`` (one batch of n_images), timed over at least min_seconds."""
-    for _ in range(warmup):
-        step()
-    sync(device)
-    reps, t0 = 0, time.perf_counter()
-    while True:
-        step()
-        reps += 1
-        sync(device)
-        if time.perf_counter() - t0 >= min_seconds:
-            break
-    return reps * n_images / (time.perf_counter() - t0)
-
-
-def measure_rates(model, x, device, min_seconds):
-    def fwd():
-        with torch.no_grad():
-            model(x)
-
-    def fwd_bwd():
-        xi = x.clone().requires_grad_(True)
-        z = model(xi)
-        torch.autograd.grad((z[:, 1] - z[:, 0]).sum(), [xi])
-
-    return rate(fwd, len(x), device, min_seconds), rate(fwd_bwd, len(x), device, min_seconds)
-
-
-def floor_seconds(c: dict[str, int], r_fwd: float, r_fwdbwd: float) -> float:
-    """Forward-only passes at the forward rate, forward+backward passes at that rate, and each extra
-    backward through the same forward (FAB: one per logit) at the cost of a backward alone."""
-    extra_bwd = max(0, c["bwd"] - c["fwd_grad"])
-    return ((c["fwd"] - c["fwd_grad"]) / r_fwd + c["fwd_grad"] / r_fwdbwd
-            + extra_bwd * max(0.0, 1 / r_fwdbwd - 1 / r_fwd))
 
 
 def battery_config(preset: str) -> dict:
@@ -85,14 +49,14 @@ def main() -> None:
     ap.add_argument("--small", action="store_true", help="quick preset, 4 images: a CPU smoke test")
     ap.add_argument("--n", type=int, default=None, help="images (default 64, --small 4)")
     ap.add_argument("--preset", default=None, help="battery preset (default full, --small quick)")
-    ap.add_argument("--min-seconds", type=float, default=None, help="timing window per rate")
+    ap.add_argument("--repeats", type=int, default=None, help="timed passes per rate (the fastest counts)")
     args = ap.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device here: use --device cpu --small")
     n = args.n or (4 if args.small else 64)
     preset = args.preset or ("quick" if args.small else "full")
-    min_seconds = args.min_seconds or (0.5 if args.small else 3.0)
+    repeats = args.repeats or (3 if args.small else 20)
 
     import timm
 
@@ -102,7 +66,8 @@ def main() -> None:
     x = torch.rand(n, 1, 224, 224, generator=torch.Generator().manual_seed(0))
     cfg = battery_config(preset)
     batch = min(n, int(cfg["batch_size"]))
-    r_fwd, r_fwdbwd = measure_rates(model, x[:batch].to(device), device, min_seconds)
+    # The same probe every run records (components.robustness.time_floor), with more repeats here.
+    rates = measure_rates(model, x[:batch].to(device), repeats=repeats)
 
     with torch.no_grad():
         y = torch.cat([model(x[i : i + batch].to(device)).argmax(1).cpu() for i in range(0, n, batch)])
@@ -124,17 +89,18 @@ def main() -> None:
     passes, required = result.info["passes"], result.info["passes_required"]
     total = {k: sum(c[k] for c in passes.values()) for k in ("fwd", "fwd_grad", "bwd")}
     total_req = {k: sum(c[k] for c in required.values()) for k in ("fwd", "fwd_grad", "bwd")}
-    floor = floor_seconds(total_req, r_fwd, r_fwdbwd)
+    floor = floor_seconds(total_req, rates)
     per_attack = {}
     for name, seconds in result.info["seconds_by_attack"].items():
-        f = floor_seconds(required[name], r_fwd, r_fwdbwd) if name in required else 0.0
+        f = floor_seconds(required[name], rates) if name in required else 0.0
         per_attack[name] = {"wall_s": seconds, "floor_s": round(f, 3),
                             "ratio": round(seconds / f, 2) if f > 0 else None, "done": passes.get(name, {}),
                             "required": required.get(name, {})}
     report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "preset": preset, "n_images": n, "batch_size": batch,
-        "rate_fwd_img_s": round(r_fwd, 1), "rate_fwdbwd_img_s": round(r_fwdbwd, 1),
+        "rate_fwd_img_s": round(1 / rates["fwd_s_per_image"], 1),
+        "rate_fwdbwd_img_s": round(1 / rates["fwd_bwd_s_per_image"], 1),
         "passes": total, "passes_required": total_req,
         "passes_ratio": ratios(passes, required)["total"]["ratio"], "wall_s": round(wall, 3), "floor_s": round(floor, 3),
         "ratio": round(wall / floor, 3) if floor > 0 else None,

@@ -131,3 +131,13 @@ def test_every_run_records_wall_floor_and_ratio_per_attack(tmp_path):
     again = time_floor(result.info["passes_required"], result.info["seconds_by_attack"], rates)
     assert {k: v for k, v in tf.items() if k != "rates"} == again
     assert tf["apgd-ce"]["floor_s"] > 0 and tf["apgd-ce"]["ratio"] is not None
+
+
+def test_floor_prices_a_second_backward_through_one_forward_at_the_backward_cost_alone():
+    """FAB's gradient of each logit: two backward passes through one forward. The extra one costs
+    (forward + backward) - forward, not a whole forward + backward."""
+    from fxbench.robustness.floor import floor_seconds
+
+    rates = {"fwd_s_per_image": 0.001, "fwd_bwd_s_per_image": 0.003}
+    assert floor_seconds({"fwd": 10, "fwd_grad": 10, "bwd": 20}, rates) == pytest.approx(10 * 0.003 + 10 * 0.002)
+    assert floor_seconds({"fwd": 30, "fwd_grad": 10, "bwd": 10}, rates) == pytest.approx(20 * 0.001 + 10 * 0.003)

@@ -20,7 +20,7 @@ from .cascade import CLEAN, ChunkOutcome, attack_chunk
 from .checks import FlagCollector, run_model_checks, square_check
 from .config import RobustnessConfig, parse_config
 from .counting import CountingModel
-from .floor import measure_rates, required_passes, time_floor
+from .floor import CPU_PROBE_BATCH, measure_rates, required_passes, time_floor
 from .gaming import run_checks
 
 REPO = Path(__file__).resolve().parents[2]  # the transfer surrogate's model.yaml is relative to it
@@ -81,8 +81,11 @@ class RobustnessBattery:
             n_check = min(cfg.checks.model_points if cfg.checks else cfg.batch_size, len(ids))
             counter.phase = "check-model"
             run_model_checks(counter, x[:n_check].to(device), y[:n_check].to(device), log=log)
-            # The plain batched rates that price the time floor, measured on this device in this run.
-            rates = measure_rates(model, x[: cfg.batch_size].to(device))
+            # The plain batched rates that price the time floor, measured on this device in this run: a full
+            # batch on an accelerator; on a CPU a small one (cost per image does not fall with the batch
+            # there, and a full-batch probe cost ~10 s of a 2-minute first run).
+            probe = cfg.batch_size if device.type == "cuda" else min(CPU_PROBE_BATCH, cfg.batch_size)
+            rates = measure_rates(model, x[:probe].to(device))
         outcome = attack_chunk(counter, x, y, ids, cfg=cfg, registry=self.attacks, seed=seed, device=device,
                                log=log)
         gaming: dict[str, Any] = {}

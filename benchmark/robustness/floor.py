@@ -82,6 +82,9 @@ def ratios(done: dict[str, dict[str, int]], required: dict[str, dict[str, int]])
     return out
 
 
+CPU_PROBE_BATCH = 8  # images in the rate probe on a CPU (battery.py); an accelerator uses a full batch
+
+
 def measure_rates(model: torch.nn.Module, x: torch.Tensor, *, repeats: int = 3) -> dict[str, Any]:
     """Seconds per image of a plain batched forward pass (no graph) and of a forward + backward pass to the
     input, on ``x`` (one batch, on the model's device): the fastest of ``repeats`` timed passes after one
@@ -114,21 +117,23 @@ def measure_rates(model: torch.nn.Module, x: torch.Tensor, *, repeats: int = 3) 
     return out
 
 
+def floor_seconds(c: dict[str, int], rates: dict[str, Any]) -> float:
+    """Seconds that pass counts ``c`` take at ``rates`` (``measure_rates``): forward-only passes at the forward
+    rate, passes with a graph at the forward + backward rate, and each further backward through the same
+    forward (one per logit) at the cost of a backward alone."""
+    t_f, t_fb = float(rates["fwd_s_per_image"]), float(rates["fwd_bwd_s_per_image"])
+    grad, bwd = int(c.get("fwd_grad", 0)), int(c.get("bwd", 0))
+    return (int(c.get("fwd", 0)) - grad) * t_f + grad * t_fb + max(0, bwd - grad) * max(0.0, t_fb - t_f)
+
+
 def time_floor(required: dict[str, dict[str, int]], wall_s: dict[str, float],
                rates: dict[str, Any]) -> dict[str, Any]:
-    """Per phase with a measured wall time (the attacks) and in total: the floor in seconds (passes required
-    at the measured rates: forward-only passes at the forward rate, passes with a graph at the forward +
-    backward rate), the wall seconds and wall / floor."""
-    t_f, t_fb = float(rates["fwd_s_per_image"]), float(rates["fwd_bwd_s_per_image"])
-
-    def floor(c: dict[str, int]) -> float:
-        grad = int(c.get("fwd_grad", 0))
-        return (int(c.get("fwd", 0)) - grad) * t_f + grad * t_fb
-
+    """Per phase with a measured wall time (the attacks) and in total: the floor in seconds (the passes
+    required, priced by ``floor_seconds``), the wall seconds and wall / floor."""
     out: dict[str, Any] = {}
     tw = tf = 0.0
     for phase in sorted(wall_s):
-        f, w = floor(required.get(phase, {})), float(wall_s[phase])
+        f, w = floor_seconds(required.get(phase, {}), rates), float(wall_s[phase])
         out[phase] = {"wall_s": round(w, 3), "floor_s": round(f, 3), "ratio": round(w / f, 2) if f > 0 else None}
         tw, tf = tw + w, tf + f
     out["total"] = {"wall_s": round(tw, 3), "floor_s": round(tf, 3), "ratio": round(tw / tf, 2) if tf > 0 else None}
