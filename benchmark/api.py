@@ -92,12 +92,12 @@ def _in_memory_submission(model: torch.nn.Module, *, input: Mapping[str, Any] | 
     }
     from pydantic import ValidationError
 
-    from .models.spec import _explain
+    from .models.spec import explain_validation_error
 
     try:
         spec = ModelSpec.model_validate(doc)
     except ValidationError as e:  # the message a model.yaml with these blocks would get
-        raise SubmissionError(f"fxbench.evaluate: {_explain(e)}") from None
+        raise SubmissionError(f"fxbench.evaluate: {explain_validation_error(e)}") from None
     target = resolve_device(device)
     wrapped = wrap_for_spec(net, spec).to(target)
     try:  # the folder whose tracebacks are the model's fault: where its class is defined

@@ -8,13 +8,18 @@ a resumed run gives numbers identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import importlib
+import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 import torch
 
+from .registry import Registry
 from .results.metrics import MetricDef
 
 
@@ -100,14 +105,53 @@ class RunContext:
         return self._tensor_loader(battery) if self._tensor_loader is not None else {}
 
     def shard_seed(self, battery: str, shard: str) -> int:
-        import hashlib
+        return derive_seed(self.seed, battery, shard)
 
-        h = hashlib.sha256(f"{self.seed}/{battery}/{shard}".encode()).digest()
-        return int.from_bytes(h[:4], "little")
+
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit seed; larger ones are refused up front
+
+
+def derive_seed(*parts: object, bits: int = 32) -> int:
+    """The one way fxbench derives a seed from others (run seed, battery, shard, image id, ...): the first
+    four bytes of sha256 over the parts joined by "/", so numpy (< 2**32), torch and random all accept it;
+    ``bits=31`` keeps the low 31 bits for seeds that must fit a signed 32-bit int (the attacks' seeds)."""
+    import hashlib
+
+    h = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(h[:4], "little") & ((1 << bits) - 1)
+
+
+def seed_everything(seed: int) -> None:
+    """Python's, numpy's and torch's global generators from one derived seed (before every shard and finalize)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def chunk_keys(n_chunks: int) -> list[str]:
+    """The shard keys of ``n_chunks`` chunks: chunk-000, chunk-001, ..."""
+    return [f"chunk-{i:03d}" for i in range(n_chunks)]
+
+
+def chunk_index(key: str, n_chunks: int, *, battery: str) -> int:
+    """The chunk number of a key made by ``chunk_keys``. Any other key is refused the same way by every battery
+    (a caller of ``run_shard`` asked for a shard this evaluation set does not have)."""
+    from .errors import FxbenchError
+
+    head, _, digits = key.partition("-")
+    if head != "chunk" or not digits.isdigit() or int(digits) >= n_chunks:
+        have = f"chunk-000..{chunk_keys(n_chunks)[-1]}" if n_chunks else "no shards"
+        raise FxbenchError(f"{battery}: unknown shard {key!r}; this evaluation set has {have}.")
+    return int(digits)
 
 
 class Battery(Protocol):
     name: str  # "clean", "robustness", "explanations"
+
+    def configure(self, config: dict[str, Any]) -> Any:
+        """The spec's mapping for this battery and preset, parsed and checked once: what ``shards``,
+        ``run_shard`` and ``finalize`` receive as ``config`` (a typed object or the checked mapping). It must
+        accept its own output unchanged, and pickle (Ray ships it to workers)."""
 
     def shards(self, evalset: EvalSet, config: dict[str, Any]) -> list[str]:
         """Shard keys, e.g. ["chunk-000", "chunk-001"]; stable for a given evalset and config."""
@@ -124,3 +168,17 @@ class Battery(Protocol):
     def expected_metrics(self, config: dict[str, Any]) -> list[MetricDef]:
         """Every metric this battery can report under ``config`` (a pure function of the spec): the
         leaderboard checks a result's metric definitions against these, never against the file itself."""
+
+
+# Batteries by name, registered here where the contract lives and imported only when a run asks for them (so
+# `fxbench --help` and the definition never import torch-heavy battery code, and nothing imports upwards).
+BATTERIES: Registry[Callable[[], Battery]] = Registry("battery")
+
+
+def _lazy(module: str, cls: str) -> Callable[[], Battery]:
+    return lambda: getattr(importlib.import_module(f"fxbench.{module}"), cls)()
+
+
+BATTERIES.register("clean", _lazy("clean", "CleanBattery"))
+BATTERIES.register("robustness", _lazy("robustness", "RobustnessBattery"))
+BATTERIES.register("explanations", _lazy("explanations", "ExplanationBattery"))

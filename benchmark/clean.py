@@ -8,15 +8,11 @@ import pandas as pd
 import torch
 
 from . import decision
-from .battery import BatteryResult, EvalSet, RunContext, ShardOutput
+from .battery import BatteryResult, EvalSet, RunContext, ShardOutput, chunk_index, chunk_keys
 from .errors import FxbenchError
+from .models.device import model_device
+from .results.metric_ids import clean_id
 from .results.metrics import MetricDef
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 @torch.no_grad()
@@ -45,11 +41,16 @@ def _check_threshold(config: dict[str, Any]) -> None:
 class CleanBattery:
     name = "clean"
 
+    def configure(self, config: dict[str, Any]) -> dict[str, Any]:
+        _check_threshold(config)
+        return config
+
     def shards(self, evalset: EvalSet, config: dict[str, Any]) -> list[str]:
-        return [f"chunk-{i:03d}" for i, _ in enumerate(evalset.chunks(config["chunk_size"]))]
+        return chunk_keys(len(evalset.chunks(config["chunk_size"])))
 
     def run_shard(self, key, *, model, evalset: EvalSet, config, ctx: RunContext) -> ShardOutput:
-        lo, hi = evalset.chunks(config["chunk_size"])[int(key.split("-")[1])]
+        chunks = evalset.chunks(config["chunk_size"])
+        lo, hi = chunks[chunk_index(key, len(chunks), battery=self.name)]
         _check_threshold(config)
         z = clean_logits(model, evalset.x[lo:hi], batch_size=config["batch_size"])
         p = torch.softmax(z, dim=1)[:, 1]
@@ -58,9 +59,9 @@ class CleanBattery:
         samples = pd.DataFrame(
             {
                 "image_id": evalset.ids[lo:hi],
-                "clean/p_fracture": p.double().numpy(),
-                "clean/pred": pred.numpy(),
-                "clean/correct": (pred == y).double().numpy(),
+                clean_id("p_fracture"): p.double().numpy(),
+                clean_id("pred"): pred.numpy(),
+                clean_id("correct"): (pred == y).double().numpy(),
             }
         )
         return ShardOutput(samples=samples)
@@ -72,9 +73,9 @@ class CleanBattery:
 
     def expected_metrics(self, config: dict[str, Any]) -> list[MetricDef]:
         return [
-            MetricDef("clean/accuracy", "clean/correct"),
-            MetricDef("clean/balanced_accuracy", "clean/correct", reduce="balanced_accuracy"),
-            MetricDef("clean/sensitivity", "clean/correct", where={"label": 1}),
-            MetricDef("clean/specificity", "clean/correct", where={"label": 0}),
-            MetricDef("clean/auroc", "clean/p_fracture", reduce="auroc"),
+            MetricDef(clean_id("accuracy"), clean_id("correct")),
+            MetricDef(clean_id("balanced_accuracy"), clean_id("correct"), reduce="balanced_accuracy"),
+            MetricDef(clean_id("sensitivity"), clean_id("correct"), where={"label": 1}),
+            MetricDef(clean_id("specificity"), clean_id("correct"), where={"label": 0}),
+            MetricDef(clean_id("auroc"), clean_id("p_fracture"), reduce="auroc"),
         ]

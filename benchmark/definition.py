@@ -18,6 +18,15 @@ from .errors import FxbenchError
 from .paths import SPECS_DIR
 
 PRESETS = ("quick", "full")
+
+
+def resolve_preset(preset: str, device) -> str:
+    """``auto`` is the full preset on CUDA and the quick one elsewhere; anything else must be a preset."""
+    if preset == "auto":
+        return "full" if getattr(device, "type", str(device)).startswith("cuda") else "quick"
+    if preset not in PRESETS:
+        raise FxbenchError(f"--preset {preset!r}: choose one of auto, {', '.join(PRESETS)}.")
+    return preset
 CATALOGUE = "metrics.json"  # per version: preset -> metric id -> definition and direction
 
 
@@ -40,6 +49,25 @@ class BenchmarkDefinition:
         from .data.manifest import manifest_fingerprint
 
         return self.raw["dataset"].get("fingerprint") or manifest_fingerprint()
+
+    def batch_sizes(self, preset: str) -> tuple[int, ...]:
+        """Every batch size the batteries use in ``preset`` (keys ending in batch_size, at any depth): an image's
+        logits must not depend on which of these batches it is evaluated in."""
+        sizes: set[int] = set()
+
+        def walk(node) -> None:
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    if str(k).endswith("batch_size") and isinstance(v, int) and not isinstance(v, bool):
+                        sizes.add(v)
+                    walk(v)
+            elif isinstance(node, list):
+                for v in node:
+                    walk(v)
+
+        for battery in self.raw["batteries"]:
+            walk(self.battery_config(battery, preset))
+        return tuple(sorted(sizes))
 
     def battery_config(self, battery: str, preset: str) -> dict[str, Any]:
         if preset not in PRESETS:
@@ -77,7 +105,7 @@ class BenchmarkDefinition:
 
     def expected_metrics(self, preset: str) -> dict[str, Any]:
         """metric id -> MetricDef for every metric this version's batteries, as coded today, can report."""
-        from .run import BATTERIES
+        from .battery import BATTERIES
 
         out = {}
         for b in self.raw["batteries"]:
@@ -93,8 +121,14 @@ class BenchmarkDefinition:
         }
 
     def config_hash(self, preset: str) -> str:
-        blob = json.dumps(self.resolved(preset), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return hash_config(self.resolved(preset))
+
+
+def hash_config(config: dict[str, Any]) -> str:
+    """The config hash of a resolved configuration: the store re-hashes a result's stored config with this same
+    function, which is what ties ``config_hash`` to ``config``."""
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 @cache

@@ -93,7 +93,7 @@ def main() -> None:
     import yaml
     from fxbench.data import load_arrays
     from fxbench.explanations import METRICS, MetricInputs, attribute, fast, parse_config
-    from fxbench.explanations.battery import ExplanationBattery
+    from fxbench.explanations.maps import explainer
     from fxbench.models import load_submission
     from fxbench.paths import SPECS_DIR
 
@@ -107,7 +107,7 @@ def main() -> None:
     p_sal = cfg.methods["saliency"]
     signed = attribute(model, x.to(device), name="saliency", params=p_sal, batch_size=cfg.batch_size, signed=True)
     reduced = attribute(model, x.to(device), name="saliency", params=p_sal, batch_size=cfg.batch_size)
-    explain = ExplanationBattery()._explainer("saliency", cfg, device)
+    explain = explainer("saliency", cfg, device)
     seeds = np.arange(len(rows), dtype=np.int64) + 1000
     n, n_pix = len(rows), x[0].numel()
     # Model calls (forward passes of any batch size, backward passes not counted): where one call is

@@ -34,7 +34,7 @@ def passes_table(info: dict) -> list[dict]:
 
 def timed_batteries() -> dict[str, float]:
     """Wrap every battery's run_shard and finalize with a process-time counter (per battery name)."""
-    from fxbench.run import BATTERIES
+    from fxbench.battery import BATTERIES
 
     cpu: dict[str, float] = defaultdict(float)
     for name in ("clean", "robustness", "explanations"):

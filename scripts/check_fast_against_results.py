@@ -42,15 +42,10 @@ def main() -> int:
     from fxbench.data import load_arrays
     from fxbench.definition import load_definition
     from fxbench.explanations import fast
-    from fxbench.explanations.battery import (
-        ExplanationBattery,
-        _Columns,
-        _metric_inputs,
-        first_fractured_ids,
-        fractured_rows,
-        sub_seed,
-    )
+    from fxbench.explanations.battery import Columns, ExplanationBattery
     from fxbench.explanations.config import parse_config
+    from fxbench.explanations.maps import compute_maps, metric_inputs
+    from fxbench.explanations.selection import first_fractured_ids, fractured_rows, shard_rows, sub_seed
     from fxbench.models import load_submission
 
     base = REPO / "leaderboard" / "results" / args.version / args.submission
@@ -73,23 +68,23 @@ def main() -> int:
     got: dict[str, dict[str, np.ndarray]] = {"fast": {}, "quantus": {}}
     want: dict[str, np.ndarray] = {}
     for key in b.shards(evalset, config):
-        rows = b._rows(key, evalset, cfg)
+        rows = shard_rows(key, evalset, cfg.chunk_size)
         ids = [evalset.ids[i] for i in rows]
         in_subset = np.array([i in subset for i in ids], dtype=bool)
         if not in_subset.any():
             continue
         seed = ctx.shard_seed(b.name, key)
         x, masks = evalset.x[rows].float(), evalset.masks[rows].bool()
-        seeds = b._image_seeds(ctx, ids, cfg)
+        seeds = b.image_seeds(ctx, ids, cfg)
         names = [n for n in cfg.maps if any(n in c.methods for c in cfg.model_metrics.values())]
         for name in names:
-            maps, signed = b._maps(name, model, x, masks, cfg, sub_seed(seed, name), torch.device("cpu"))
-            inputs = _metric_inputs(x, maps, masks, model, "cpu", cfg, sub_seed(seed, name, "metrics"))
-            signed_inputs = _metric_inputs(x, signed, masks, model, "cpu", cfg, inputs.seed)
+            maps, signed = compute_maps(name, model, x, masks, cfg, sub_seed(seed, name), torch.device("cpu"))
+            inputs = metric_inputs(x, maps, masks, model, "cpu", cfg, sub_seed(seed, name, "metrics"))
+            signed_inputs = metric_inputs(x, signed, masks, model, "cpu", cfg, inputs.seed)
             for path in ("fast", "quantus"):  # the same maps and inputs through both paths
                 os.environ[fast.PATH_ENV] = path
-                cols, info = _Columns(ids), {"failed": {}}
-                b._model_metrics(name, inputs, signed_inputs, in_subset, seeds, cfg, cols, info, seed)
+                cols, info = Columns(ids), {"failed": {}}
+                b.model_metrics(name, inputs, signed_inputs, in_subset, seeds, cfg, cols, info, seed)
                 assert set(info["metric_paths"].values()) == {path}, info["metric_paths"]
                 for col in info["metric_paths"]:
                     v = np.asarray(cols.data[col], dtype=float)[in_subset]

@@ -304,13 +304,13 @@ def test_a_shard_on_ray_computes_with_the_drivers_thread_count(cluster):
     """CPU numbers depend on torch's thread count in the last bits (resnet10t, 8 embedded images: one logit). A task runs
     with the driver's count, so a local run at 2 threads and its Ray run agree; at 1 thread they would not."""
     from conftest import REPO
+    from fxbench.battery import RunContext, seed_everything
     from fxbench.clean import CleanBattery
     from fxbench.data import load_arrays
     from fxbench.definition import load_definition
     from fxbench.executors.ray import _task
     from fxbench.executors.worker import ShardJob
     from fxbench.models import load_submission, strict_fp32
-    from fxbench.run import _seed_everything
 
     yaml_path = REPO / "submissions" / "fxb-resnet10t-erm" / "model.yaml"
     sub = load_submission(yaml_path, device="cpu")
@@ -318,11 +318,11 @@ def test_a_shard_on_ray_computes_with_the_drivers_thread_count(cluster):
     with pytest.warns(Warning):  # the embedded subset: not leaderboard data, fine here
         evalset = load_arrays(None, split=definition.raw["dataset"]["split"], limit=8)
     config = {**definition.battery_config("clean", "quick"), "chunk_size": 8}  # one batch of 8
-    ctx = run_module.RunContext(device=torch.device("cpu"), seed=0, preset="quick", work_dir=Path("."))
+    ctx = RunContext(device=torch.device("cpu"), seed=0, preset="quick", work_dir=Path("."))
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        _seed_everything(ctx.shard_seed("clean", "chunk-000"))
+        seed_everything(ctx.shard_seed("clean", "chunk-000"))
         with strict_fp32():
             local = CleanBattery().run_shard("chunk-000", model=sub.model, evalset=evalset, config=config, ctx=ctx)
     finally:

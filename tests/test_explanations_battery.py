@@ -347,6 +347,9 @@ def test_through_the_runner_with_robustness_images(tmp_path, monkeypatch):
     class FakeRobustness:  # stores an adversarial image for the first fractured image only
         name = "robustness"
 
+        def configure(self, config):
+            return config
+
         def shards(self, evalset, config):
             return ["chunk-000"]
 
@@ -364,10 +367,10 @@ def test_through_the_runner_with_robustness_images(tmp_path, monkeypatch):
 
             return BatteryResult(samples=outputs["chunk-000"].samples, metrics=[])
 
-    import fxbench.run as run_module
+    import fxbench.battery as battery_module
 
     monkeypatch.setattr(BenchmarkDefinition, "battery_config", battery_config)
-    monkeypatch.setitem(run_module.BATTERIES._items, "robustness", FakeRobustness)
+    monkeypatch.setitem(battery_module.BATTERIES._items, "robustness", FakeRobustness)
     yaml_path = make_submission(tmp_path / "sub")
     res = run_submission(
         yaml_path,

@@ -10,6 +10,7 @@ import torch
 from conftest import linear_model
 from fxbench.explanations import METHODS, METRICS, MetricInputs, attribute, reference_maps
 from fxbench.explanations.config import parse_config
+from tolerance import numpy_fp32_ratio_rtol
 
 N_PIX = 224 * 224
 LOCALISATION = [
@@ -109,7 +110,11 @@ def test_random_reference_scores_chance():
 @pytest.mark.parametrize("name", LOCALISATION)
 def test_localisation_equals_quantus_call(name):
     """Our route (checks + Quantus's evaluate_batch) against Quantus's public __call__ on the same inputs.
-    Tolerance: we normalise in float64, Quantus in the maps' float32."""
+    Tolerance: we normalise in float64, Quantus in the maps' float32. Both are NumPy code (no BLAS), whose
+    summation order is fixed by NumPy's source, not the CPU; the relative error of Quantus's mass ratios (sum
+    over the mask / sum over the image, non-negative terms, rows of 50,176) is bounded by
+    tolerance.numpy_fp32_ratio_rtol: 2 gamma_24 + 3 u = 51 u = 3.0e-6 (measured: 7e-8). The other metrics are
+    ranks and argmaxes: equal."""
     rng = np.random.default_rng(1)
     masks = _masks_of_many_sizes()
     smooth = rng.random((4, 1, 28, 28)).repeat(8, axis=2).repeat(8, axis=3)  # blocky maps, like Grad-CAM
@@ -128,7 +133,8 @@ def test_localisation_equals_quantus_call(name):
         model=None, x_batch=x, y_batch=np.ones(4, dtype=int), a_batch=maps, s_batch=masks, channel_first=True
     )
     np.testing.assert_allclose(
-        score(name, maps, masks, x=x, k=1000).values, np.asarray(ref, float), rtol=1e-6, atol=1e-9
+        score(name, maps, masks, x=x, k=1000).values, np.asarray(ref, float), rtol=numpy_fp32_ratio_rtol(N_PIX),
+        atol=1e-9,
     )
 
 

@@ -1,4 +1,4 @@
-"""scripts/gpu_v2.py and gpu_v2.sh: the GPU window's packing into $OUT, the payload split over calls, resume
+"""ops/gpu/gpu_v2.py and gpu_v2.sh: the GPU window's packing into $OUT, the payload split over calls, resume
 from an earlier window's output, and (slow) the whole script end to end on the CPU in its small mode."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ MIB = 2**20
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("gpu_v2", REPO / "scripts" / "gpu_v2.py")
+    spec = importlib.util.spec_from_file_location("gpu_v2", REPO / "ops" / "gpu" / "gpu_v2.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules["gpu_v2"] = mod  # dataclasses look their module up
     spec.loader.exec_module(mod)
@@ -222,7 +222,7 @@ def test_small_mode_end_to_end_then_resume_from_its_own_output(tmp_path):
 
     def window(k: int, *extra: str) -> str:
         r = subprocess.run(
-            ["bash", str(REPO / "scripts" / "gpu_v2.sh"), "--device", "cpu", "--small", "--data", str(prepared),
+            ["bash", str(REPO / "ops" / "gpu" / "gpu_v2.sh"), "--device", "cpu", "--small", "--data", str(prepared),
              "--stash", str(tmp_path / f"stash{k}"), "--deadline", "400", "--jobs", "2", "--only", only, *extra],
             env=dict(env, OUT=str(tmp_path / f"out{k}")), capture_output=True, text=True, timeout=600,
         )

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fxbench.errors import ResultError
 from fxbench.leaderboard.provenance import check_provenance
-from fxbench.run import _ci_provenance
+from fxbench.publish import ci_provenance as _ci_provenance
 
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "leaderboard" / "results" / "v1"

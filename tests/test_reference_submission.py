@@ -1,5 +1,5 @@
 """The reference row `fxb-reference-no-fracture`: a plain timm submission that answers "no fracture" with
-the same logits for every input, written deterministically by scripts/gpu_reference.py."""
+the same logits for every input, written deterministically by ops/gpu/gpu_reference.py."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ FOLDER = REPO / "submissions" / "fxb-reference-no-fracture"
 
 
 def _builder():
-    spec = importlib.util.spec_from_file_location("gpu_reference", REPO / "scripts" / "gpu_reference.py")
+    spec = importlib.util.spec_from_file_location("gpu_reference", REPO / "ops" / "gpu" / "gpu_reference.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules["gpu_reference"] = mod
     spec.loader.exec_module(mod)

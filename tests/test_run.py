@@ -154,10 +154,11 @@ def test_new_result_replaces_old_folder_whole(tmp_path):
 def test_result_names_the_commit_the_run_started_from(tmp_path, monkeypatch):
     """A long run can outlive a checkout of other code; provenance names the code it started with (its modules
     are already imported), as read when the run starts."""
+    import fxbench.plan
     import fxbench.run as run_mod
 
     commits = iter(["commit-at-start", "commit-at-end", "commit-later"])
-    monkeypatch.setattr(run_mod, "_git_commit", lambda: next(commits))
+    monkeypatch.setattr(fxbench.plan, "git_commit", lambda: next(commits))
     yaml_path = make_submission(tmp_path / "sub")
     res = run_mod.run_submission(yaml_path, out=tmp_path / "out", preset="quick", device="cpu", limit=4,
                                  batteries=["clean"])

@@ -247,16 +247,18 @@ def test_validate_does_not_hang_or_vanish_on_a_misbehaving_trusted_model(tmp_pat
 
 
 def test_a_full_disk_when_the_result_is_written_is_an_error_and_keeps_the_shards(tmp_path, monkeypatch):
+    import fxbench.publish as publish
+
     yaml_path = make_submission(tmp_path / "sub")
-    original = run_module._write_result_dir
+    original = publish.write_result_dir
 
     def full(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(run_module, "_write_result_dir", full)
+    monkeypatch.setattr(publish, "write_result_dir", full)
     with pytest.raises(FxbenchError, match="No space left on device.*finished shards are kept"):
         run_module.run_submission(yaml_path, out=tmp_path / "out", **OPTS)
     assert list((tmp_path / "out" / ".fxbench-shards").rglob("*.json"))
-    monkeypatch.setattr(run_module, "_write_result_dir", original)
+    monkeypatch.setattr(publish, "write_result_dir", original)
     res = run_module.run_submission(yaml_path, out=tmp_path / "out", **OPTS)
     assert res.shards_resumed > 0 and res.shards_run == 0

@@ -14,7 +14,7 @@ import pytest
 from fxbench.leaderboard import plots
 from fxbench.leaderboard import store as store_mod
 from fxbench.leaderboard.generate import build_leaderboard
-from fxbench.leaderboard.site import reproduce_command
+from fxbench.leaderboard.pages import reproduce_command
 from fxbench.leaderboard.store import StoredResult
 
 BASELINE_YAML = Path(__file__).resolve().parents[1] / "submissions" / "fxb-resnet10t-erm" / "model.yaml"

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from fxbench.definition import load_definition
+from fxbench.definition import PRESETS, hash_config, load_definition
 from fxbench.errors import ResultError
 from fxbench.leaderboard.add import add_result
-from fxbench.leaderboard.store import PRESETS, hash_config, load_store, markdown_text, version_spec
+from fxbench.leaderboard.store import load_store, markdown_text, version_spec
 from fxbench.results.metrics import compute_metrics
 
 REPO = Path(__file__).resolve().parents[1]

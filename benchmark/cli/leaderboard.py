@@ -37,6 +37,7 @@ def leaderboard(
     """Generate the leaderboard (tables, CSV/JSON, static site) from the results store."""
     from ..leaderboard.generate import build_leaderboard, check_leaderboard, write_leaderboard
 
+    _check_out(out, writing=not check)  # before the (slow) build: a refusal comes at once, nothing written
     linked = Path(results).resolve() == (Path(out) / "results").resolve()  # the store sits beside site/
     # the repository's own layout (leaderboard/ beside docs/ and submissions/): link those from the site
     in_repo = linked and (Path(out).resolve().parent / "docs" / "submissions.md").is_file()
@@ -53,8 +54,30 @@ def leaderboard(
                 typer.echo(f"{kind}: {out / p}", err=True)
         typer.echo(f"{out}: out of date; run `fxbench leaderboard` and commit the result", err=True)
         raise typer.Exit(code=1)
-    write_leaderboard(board, out_dir=out)
+    try:
+        write_leaderboard(board, out_dir=out)
+    except OSError as e:  # e.g. no permission: the environment, not a bug
+        from ..errors import FxbenchError
+
+        raise FxbenchError(f"--out {out}: cannot write the leaderboard ({e.strerror or e})") from None
     typer.echo(f"wrote {len(board.files)} files to {out} ({what})")
+
+
+def _check_out(out: Path, *, writing: bool) -> None:
+    """--out names a folder (created if missing) whose generated files are not folders."""
+    from ..errors import FxbenchError
+    from ..leaderboard.generate import TOP_LEVEL
+    from ..leaderboard.store import require_folder
+
+    if not writing:
+        if out.exists() and not out.is_dir():
+            raise FxbenchError(f"--out {out}: not a folder; --check compares the files in the leaderboard folder")
+        return
+    require_folder(out, what="leaderboard output (--out)")
+    for name in TOP_LEVEL:
+        if (out / name).is_dir():
+            raise FxbenchError(f"--out {out}: {out / name} is a folder where the leaderboard writes a file; "
+                               "move it away; nothing was written")
 
 
 def compare(

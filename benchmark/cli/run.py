@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from . import options as o
+
 if TYPE_CHECKING:  # ..run imports torch: only when a run starts, so --help and argument errors stay fast
     from rich.console import Console
 
@@ -27,25 +29,20 @@ def register(app: typer.Typer) -> None:
 
 def run(
     path: Path = typer.Argument(..., help="A submission's model.yaml, or the folder holding it."),
-    data: Path | None = typer.Option(None, "--data", help="Prepared dataset folder (default: FXBENCH_HOME's, else the embedded subset)."),
-    preset: str = typer.Option("auto", "--preset", help="quick | full | auto (full on CUDA, quick on the CPU)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
-    out: Path = typer.Option(Path("runs"), "--out", help="Output folder; the result goes to OUT/<id>/."),
-    limit: int | None = typer.Option(None, "--limit", help="Evaluate only N images (class-balanced); not leaderboard-eligible."),
-    seed: int | None = typer.Option(None, "--seed", help="Seed (default: the benchmark definition's)."),
-    trust_code: bool = typer.Option(False, "--trust-code", help="Allow a model.yaml entrypoint (runs the submitter's Python code)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars; errors and the result path only."),
-    overwrite: bool = typer.Option(
-        False, "--overwrite", help="Replace OUT/<id>/ even if it holds a run with other data, preset, --limit or seed.",
-    ),
-    battery: list[str] | None = typer.Option(
-        None, "--battery", metavar="NAME",
-        help="Run only this battery (repeatable): clean, robustness, explanations [default: all].",
-    ),
-    executor: str = typer.Option("local", "--executor", help="local (this process) | ray (shards as Ray tasks; extra fxbench[ray])."),
-    ray_address: str | None = typer.Option(None, "--ray-address", help="Ray cluster to join (default: RAY_ADDRESS, else a new local one)."),
-    max_retries: int | None = typer.Option(None, "--max-retries", help="Ray: reruns of a shard whose worker died (default 3)."),
-    gpus_per_task: float | None = typer.Option(None, "--ray-gpus-per-task", help="Ray on CUDA: GPUs per shard (default 1; 0.25 runs 4 small-model shards per GPU)."),
+    data: o.Data = None,
+    preset: o.Preset = "auto",
+    device: o.Device = "auto",
+    out: o.Out = Path("runs"),
+    limit: o.Limit = None,
+    seed: o.Seed = None,
+    trust_code: o.TrustCode = False,
+    quiet: o.Quiet = False,
+    overwrite: o.Overwrite = False,
+    battery: o.Battery = None,
+    executor: o.Executor = "local",
+    ray_address: o.RayAddress = None,
+    max_retries: o.MaxRetries = None,
+    gpus_per_task: o.GpusPerTask = None,
 ) -> None:
     """Run the robustness and explanation batteries on a submission."""
     from rich.console import Console
@@ -55,7 +52,7 @@ def run(
 
     chosen = make_executor(executor, address=ray_address, max_retries=max_retries, gpus_per_task=gpus_per_task)
     console = Console(stderr=True, quiet=quiet)
-    progress, stop = _progress(console, quiet=quiet)
+    progress, stop = progress_for(console, quiet=quiet)
     try:
         result = run_submission(
             path, data=data, preset=preset, device=device, out=out, limit=limit, seed=seed,
@@ -72,7 +69,7 @@ def run(
     print_summary(result, Console())
 
 
-def _progress(console: Console, *, quiet: bool):
+def progress_for(console: Console, *, quiet: bool):
     """(run.Progress, stop): a rich bar on a terminal; plain lines (cli/progress.py) when stdout or stderr is
     not a terminal (a CI log, `> run.log 2>&1`), where a bar would print nothing until the end."""
     import sys

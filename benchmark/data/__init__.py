@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError
 from ..paths import default_data_dir
+from .source import region_of
 
 if TYPE_CHECKING:
     import datasets
@@ -242,4 +243,5 @@ def verify_dataset(path: str | Path | None = None, *, batch: int = 256) -> int:
     return len(ds)
 
 
-__all__ = ["DataSource", "EmbeddedDataWarning", "balanced_subset", "load", "load_arrays", "resolve_data"]
+__all__ = ["META_COLUMNS", "DataSource", "EmbeddedDataWarning", "balanced_subset", "load", "load_arrays", "region_of",
+           "resolve_data"]

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..errors import DataError
 from .fingerprint import RowDigest, ids_digest
+from .info import DATASET_NAME, read_info
 
 MANIFEST_PATH = Path(__file__).resolve().parent / "manifest" / "splits-v1.json"
 SCHEMA = "fxbench.splits/1"
@@ -136,7 +137,6 @@ def update_manifest(data: str | Path, *, variant: str, path: str | Path | None =
     import datasets as hf
 
     from ..io import atomic_write_json
-    from .prepare import read_info
 
     path = Path(path) if path else MANIFEST_PATH
     if variant not in KNOWN_VARIANTS:
@@ -154,7 +154,7 @@ def update_manifest(data: str | Path, *, variant: str, path: str | Path | None =
         if current
         else {
             "schema": SCHEMA,
-            "dataset": "fracatlas-v1",
+            "dataset": DATASET_NAME,
             "ids_digest": info["ids_digest"],
             "counts": info["counts"],
             "images": {s: {"no_fracture": [], "fracture": []} for s in ("train", "valid", "test")},

@@ -24,12 +24,15 @@ from ..paths import default_data_dir
 from . import geometry, manifest, splits
 from .decode import Decoded, DecodeTask, decode
 from .fingerprint import RowDigest, fingerprint, ids_digest
-from .source import COCO_JSON, REGIONS, VIEWS, Release, SourceRecord, read_release
+from .info import (  # re-exported: embedded.py, data/__init__.py
+    DATASET_NAME,
+    INFO_FILE,
+    INFO_SCHEMA,
+    read_info,
+)
+from .source import COCO_JSON, VIEWS, Release, SourceRecord, read_release, region_of
 
-DATASET_NAME = "fracatlas-v1"
 LABEL_NAMES = ["no_fracture", "fracture"]
-INFO_FILE = "fxbench.json"
-INFO_SCHEMA = "fxbench.dataset/1"
 BOOL_COLUMNS = ("hand", "leg", "hip", "shoulder", "mixed", "hardware", "multiscan")
 
 
@@ -77,13 +80,6 @@ class PrepareReport:
     workers: int
     seconds: float
     timings: dict[str, float]  # seconds per phase: validate, decode, write
-
-
-def region_of(flags: dict[str, int]) -> str:
-    named = [r for r in REGIONS if flags.get(r)]
-    if flags.get("mixed") or len(named) > 1:
-        return "mixed"
-    return named[0] if named else "unknown"
 
 
 def view_of(flags: dict[str, int]) -> str:
@@ -302,29 +298,3 @@ def quiet_datasets():
     finally:
         if not was_off:
             hf.enable_progress_bars()
-
-
-def read_info(folder: str | Path) -> dict[str, Any]:
-    """The fxbench.json of a prepared dataset folder; DataError when it is not one."""
-    import json
-
-    folder = Path(folder)
-    path = folder / INFO_FILE
-    if not path.is_file():
-        what = (
-            "does not exist"
-            if not folder.exists()
-            else f"is not a prepared fxbench dataset ({INFO_FILE} missing)"
-        )
-        raise DataError(f"{folder}: {what}; run `fxbench data prepare --source DIR [--out DIR]` first.")
-    if path.is_symlink() or not path.is_file() or path.stat().st_size > 64 * 1024 * 1024:
-        raise DataError(f"{path}: not a regular file of a plausible size; prepare the dataset again.")
-    try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: corrupt JSON at line {e.lineno}: {e.msg}.") from None
-    except (RecursionError, ValueError) as e:  # nested too deeply, not UTF-8, an integer too long
-        raise DataError(f"{path}: not a usable JSON file ({type(e).__name__}); prepare the dataset again.") from None
-    if not isinstance(info, dict) or info.get("schema") != INFO_SCHEMA:
-        raise DataError(f"{path}: expected schema {INFO_SCHEMA!r}; prepare the dataset again.")
-    return info

@@ -37,6 +37,15 @@ CSV_COLUMNS = (
 )
 REGIONS = ("hand", "leg", "hip", "shoulder")
 VIEWS = ("frontal", "lateral", "oblique")
+
+
+def region_of(flags: dict[str, Any]) -> str:
+    """The image's body region from FracAtlas's 0/1 columns: the one region flagged, "mixed" when the release
+    says mixed or several are flagged, "unknown" when none is (the one rule; prepare and run both use it)."""
+    named = [r for r in REGIONS if flags.get(r)]
+    if flags.get("mixed") or len(named) > 1:
+        return "mixed"
+    return named[0] if named else "unknown"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # Annotation tools snap to the border and rescaled copies carry float noise: allow this much outside.
 OUTSIDE_TOLERANCE_PX = 1.0

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import FxbenchError
+from . import shard
 from .worker import ShardJob
 
 DEFAULT_MAX_RETRIES = 3  # a worker lost this many times on one shard means the shard kills it: stop
@@ -179,24 +180,17 @@ class _Scheduler:
 
     def _start_stage(self, sub: _Sub) -> None:
         """Submit the current battery's unfinished shards; finalize at once if every shard was resumed."""
-        from ..results.shards import ShardCorrupt
-
         while sub.stage < len(sub.prep.plan):
-            name, _battery, config, keys = sub.prep.plan[sub.stage]
-            store = sub.prep.store
+            step = sub.prep.plan[sub.stage]
             sub.outputs = {}
-            for key in keys:
-                if store.done(name, key):
-                    try:
-                        sub.outputs[key] = store.load(name, key)
-                    except ShardCorrupt as e:
-                        self.progress.note(f"{e}; recomputing it")
-                        store.discard(name, key)
-                    else:
-                        sub.n_resumed += 1
-                        self.progress.advance(sub.label + name, key, True)
-                        continue
-                self._submit(sub, name, config, key)
+            for key in step.keys:
+                output = shard.resume(sub.prep.store, step.name, key, note=self.progress.note)
+                if output is not None:
+                    sub.outputs[key] = output
+                    sub.n_resumed += 1
+                    self.progress.advance(sub.label + step.name, key, True)
+                    continue
+                self._submit(sub, step.name, step.config, key)
             if sub.pending:
                 return
             self._finalize(sub)
@@ -226,7 +220,7 @@ class _Scheduler:
         return self.data_refs[k]
 
     def _arrived(self, sub: _Sub, key: str, ref) -> None:
-        name = sub.prep.plan[sub.stage][0]
+        name = sub.prep.plan[sub.stage].name
         try:
             output = self.ray.get(ref)
         except self.ray.exceptions.RayTaskError as e:
@@ -242,13 +236,7 @@ class _Scheduler:
                 f"{sub.label}shard {name}/{key}: its Ray worker was lost {self.ex.max_retries + 1} times "
                 f"({type(e).__name__}: {first[:200]}); finished shards are kept: rerun the same command to resume."
             ) from None
-        store = sub.prep.store
-        try:
-            store.save(name, key, output)
-        except OSError as e:
-            raise FxbenchError(f"cannot write shard {name}/{key} under {store.root} ({e.strerror or e}); "
-                               "finished shards are kept: free space and rerun the same command.") from None
-        sub.outputs[key] = store.load(name, key)  # exactly what a resumed run would read
+        sub.outputs[key] = shard.save(sub.prep.store, name, key, output)
         sub.n_run += 1
         self.progress.advance(sub.label + name, key, False)
         if not sub.pending:
@@ -256,17 +244,11 @@ class _Scheduler:
             self._start_stage(sub)
 
     def _finalize(self, sub: _Sub) -> None:
-        from ..models import strict_fp32
-        from ..run import _model_errors, _seed_everything
-
         prep = sub.prep
-        name, battery, config, keys = prep.plan[sub.stage]
-        outputs = {k: sub.outputs[k] for k in keys}  # the local runner's order
-        _seed_everything(prep.ctx.shard_seed(name, "finalize"))
-        with strict_fp32(), _model_errors(prep.sub, f"the {name} battery (finalize)"):
-            result = battery.finalize(outputs, model=prep.sub.model, evalset=prep.evalset, config=config, ctx=prep.ctx)
-        sub.results[name] = result
-        prep.ctx.previous[name] = result
+        step = prep.plan[sub.stage]
+        outputs = {k: sub.outputs[k] for k in step.keys}  # the local runner's order
+        sub.results[step.name] = shard.finalize(step.battery, outputs, model=prep.sub.model, evalset=prep.evalset,
+                                                config=step.config, ctx=prep.ctx, sub=prep.sub)
         sub.stage += 1
         sub.previous_ref = None  # the next battery's shards see this one's result
         if sub.stage == len(prep.plan):
@@ -275,7 +257,7 @@ class _Scheduler:
 
 def _previous(prep, stage: int) -> tuple[dict, dict]:
     """Earlier batteries' results and saved tensors, as a local run's shards would see them."""
-    names = [name for name, *_ in prep.plan[:stage]]
+    names = [step.name for step in prep.plan[:stage]]
     return dict(prep.ctx.previous), {name: prep.store.load_tensors(name) for name in names}
 
 

@@ -39,7 +39,7 @@ class ShardJob:
     preset: str
     work_dir: str
     battery: str
-    config: dict
+    config: Any  # the battery's parsed config (Battery.configure), as planned by the driver
     key: str
     threads: int = 1  # the driver's torch threads: CPU results depend on them in the last bits
     fxbench_version: str = __version__
@@ -80,10 +80,9 @@ def load_model(job: ShardJob):
 
 
 def run_shard(job: ShardJob, evalset, previous: dict, tensors: dict[str, dict[str, torch.Tensor]]):
-    """One shard, as `run._run_batteries` runs it: same seed, backends, float32 rules and error wording."""
-    from ..battery import RunContext
-    from ..models import strict_fp32
-    from ..run import BATTERIES, _deterministic_backends, _model_errors, _seed_everything
+    """One shard by the shard recipe every executor uses (executors/shard.py)."""
+    from ..battery import BATTERIES, RunContext
+    from .shard import compute
 
     if job.fxbench_version != __version__:
         raise FxbenchError(f"worker {socket.gethostname()} runs fxbench {__version__}, the driver "
@@ -93,11 +92,8 @@ def run_shard(job: ShardJob, evalset, previous: dict, tensors: dict[str, dict[st
     sub = load_model(job)
     ctx = RunContext(device=torch.device(job.device), seed=job.seed, preset=job.preset, work_dir=Path(job.work_dir),
                      previous=dict(previous), _tensor_loader=lambda battery: dict(tensors.get(battery, {})))
-    battery = BATTERIES.get(job.battery)()
-    _deterministic_backends()
-    _seed_everything(ctx.shard_seed(job.battery, job.key))
-    with strict_fp32(), _model_errors(sub, f"the {job.battery} battery (shard {job.key})"):
-        return battery.run_shard(job.key, model=sub.model, evalset=evalset, config=job.config, ctx=ctx)
+    return compute(BATTERIES.get(job.battery)(), job.key, model=sub.model, evalset=evalset, config=job.config,
+                   ctx=ctx, sub=sub)
 
 
 def run_boxed(job: ShardJob, data_box: list, previous_box: list):

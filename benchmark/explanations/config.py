@@ -143,7 +143,10 @@ def _known(registry, name: str, field: str) -> Any:
         raise _fail(field, str(e)) from None
 
 
-def parse_config(config: dict[str, Any]) -> XaiConfig:
+def parse_config(config: dict[str, Any] | XaiConfig) -> XaiConfig:
+    """The typed configuration of the spec's mapping; an ``XaiConfig`` is returned as it is (parse once)."""
+    if isinstance(config, XaiConfig):
+        return config
     raw = _validate(_Raw, config, "")
     methods = {
         n: _validate(_known(METHODS, n, f"methods.{n}").params, p, f"methods.{n}")

@@ -34,13 +34,14 @@ import quantus
 import torch
 from quantus.helpers import asserts, utils
 
+# Perturbed copies per forward pass: ``fxbench.models.device`` owns the sizes (32 on the CPU, 1024 on CUDA,
+# halved on out-of-memory), so the run's model check covers the batch size this path uses.
+from ..models.device import forward_batch_size
+from .quantus_calls import quantus_mprt
+
 PATH_ENV = "FXBENCH_XAI_METRICS"  # "fast" (default) or "quantus": run the reference library itself
 FAST_METRICS = ("faithfulness_correlation", "pixel_flipping", "max_sensitivity", "mprt")
 
-# Perturbed copies per forward pass. CPU: bounded memory (a no-grad ResNet-18 pass at 224 px holds ~3 MB of
-# activations per image); CUDA: start large and halve on out-of-memory (numbers do not depend on it).
-CPU_FORWARD_BATCH = 32
-CUDA_FORWARD_BATCH = 1024
 
 
 def requested_path() -> str:
@@ -65,10 +66,6 @@ def path_for(metric: str, inp, params) -> str:
 
 
 # -- forward passes ----------------------------------------------------------------------------------------
-
-
-def forward_batch_size(device: torch.device) -> int:
-    return CUDA_FORWARD_BATCH if device.type == "cuda" else CPU_FORWARD_BATCH
 
 
 class _Predictor:
@@ -264,9 +261,7 @@ def mprt(inp, p, seed: int) -> np.ndarray:
     if n_layers == 0:
         raise IndexError("no layer with reset_parameters()")  # as Quantus (the caller reports it)
     if n_layers == 1 and inp.explain_random:  # the RNG would run on from the skipped explanation
-        from .metrics import _quantus_mprt
-
-        return _quantus_mprt(inp, p)
+        return quantus_mprt(inp, p)
     last = None
     for _, randomised in wrapped.get_random_layer_generator(order=m.layer_order, seed=m.seed):
         last = randomised  # the same model object, one more layer reset each time: all of them at the end

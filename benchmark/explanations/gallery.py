@@ -1,7 +1,9 @@
-"""Overlay pictures for the leaderboard's gallery: image in gray, attribution heatmap, mask outline.
+"""The leaderboard's gallery: which images, their maps, and the pictures (image in gray, attribution heatmap,
+mask outline).
 
-Deterministic: Agg backend, fixed size and dpi, no metadata (matplotlib would write its version), so two runs
-give byte-identical PNGs.
+``gallery_files`` is what ``finalize`` writes under ``gallery/``: v1 one overlay per image and map, v2
+(``choice: mask_size_quantiles``) clean and attacked image side by side. Deterministic: Agg backend, fixed
+size and dpi, no metadata (matplotlib would write its version), so two runs give byte-identical PNGs.
 """
 
 from __future__ import annotations
@@ -12,9 +14,16 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display; set before pyplot is imported anywhere in this process
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 
-from .config import Gallery
+from ..battery import EvalSet, RunContext
+from .attacked import attacked_point
+from .config import Gallery, XaiConfig
+from .maps import compute_maps, metric_inputs, p_fracture
+from .methods import UnsupportedMethod
+from .metrics import METRICS
+from .selection import BATTERY, first_fractured_ids, fractured_rows, sub_seed
 
 
 def overlay_png(
@@ -92,3 +101,81 @@ def choose_images(ids: list[str], mask_px: list[int], n: int, exclude: list[str]
         return []
     n = min(n, len(pool))
     return [pool[int((k + 0.5) * len(pool) / n)][1] for k in range(n)]
+
+
+def gallery_files(
+    model, evalset: EvalSet, cfg: XaiConfig, ctx: RunContext, *, skip: set[str], device: torch.device
+) -> dict[str, bytes]:
+    """Relative path -> PNG for every chosen image and map (``skip``: the methods reported unsupported)."""
+    if cfg.gallery.choice == "mask_size_quantiles":
+        return _gallery_v2(model, evalset, cfg, ctx, skip, device)
+    ids = first_fractured_ids(evalset, cfg.gallery.images)
+    if not ids:
+        return {}
+    rows = [evalset.ids.index(i) for i in ids]
+    x, masks = evalset.x[rows].float(), evalset.masks[rows].bool()
+    seed = ctx.shard_seed(BATTERY, "gallery")
+    files = {}
+    for name in cfg.maps:
+        if name in skip:
+            continue
+        try:
+            maps = compute_maps(name, model, x, masks, cfg, sub_seed(seed, name), device)[0].numpy()
+        except UnsupportedMethod:
+            continue
+        for j, image_id in enumerate(ids):
+            files[f"gallery/{image_id}/{name}.png"] = overlay_png(
+                x[j, 0].numpy(), maps[j, 0], masks[j, 0].numpy(), title=f"{image_id}  {name}", style=cfg.gallery
+            )
+    return files
+
+
+def _gallery_v2(
+    model, evalset: EvalSet, cfg: XaiConfig, ctx: RunContext, skip: set[str], device: torch.device
+) -> dict[str, bytes]:
+    """Per chosen image and map: clean and attacked image side by side (the attacked one where the
+    robustness battery stored it), titles with P(fracture) and the map's relevance mass on that image;
+    references under ``gallery/<id>/references/``, apart from the methods."""
+    rows_fr = fractured_rows(evalset)
+    ids = [evalset.ids[i] for i in rows_fr]
+    px = [int(evalset.masks[i].sum()) for i in rows_fr]
+    chosen = choose_images(ids, px, cfg.gallery.images, cfg.gallery.exclude)
+    if not chosen:
+        return {}
+    rows = [evalset.ids.index(i) for i in chosen]
+    x, masks = evalset.x[rows].float(), evalset.masks[rows].bool()
+    seed = ctx.shard_seed(BATTERY, "gallery")
+    tag = cfg.under_attack.attack if cfg.under_attack is not None else None
+    tensors = ctx.load_tensors("robustness") if tag else {}
+    adv = [attacked_point(tensors, tag, i) if tag else None for i in chosen]
+    p_clean = p_fracture(model, x, device)
+    rma = METRICS.get("relevance_mass_accuracy")
+    files = {}
+    for name in cfg.maps:
+        if name in skip or name == "ref_mask":
+            continue
+        try:
+            maps = compute_maps(name, model, x, masks, cfg, sub_seed(seed, name), device)[0]
+        except UnsupportedMethod:
+            continue
+        score = rma.score(metric_inputs(x, maps, masks, model, device, cfg, 0), None).values
+        folder = "references/" if name in cfg.references else ""
+        for j, image_id in enumerate(chosen):
+            m = masks[j, 0].numpy()
+            panels = [{
+                "image": x[j, 0].numpy(), "attribution": maps[j, 0].numpy(), "mask": m,
+                "title": f"clean  P(fracture) {p_clean[j]:.2f}  rel. mass {score[j]:.2f}",
+            }]
+            if adv[j] is not None:
+                xa = adv[j].detach().to("cpu", torch.float32).reshape(1, *x.shape[1:])
+                ma = compute_maps(name, model, xa, masks[j : j + 1], cfg, sub_seed(seed, name), device)[0]
+                sa = rma.score(metric_inputs(xa, ma, masks[j : j + 1], model, device, cfg, 0), None).values
+                panels.append({
+                    "image": xa[0, 0].numpy(), "attribution": ma[0, 0].numpy(), "mask": m,
+                    "title": f"attacked ({tag})  P(fracture) {p_fracture(model, xa, device)[0]:.2f}  "
+                    f"rel. mass {sa[0]:.2f}",
+                })
+            files[f"gallery/{image_id}/{folder}{name}.png"] = panels_png(
+                panels, style=cfg.gallery, suptitle=f"{image_id}  {name}  (mask {int(m.sum())} px, cyan)"
+            )
+    return files

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..registry import Registry
 from . import fast
+from .quantus_calls import QUIET, call, clipped_uniform_noise, per_image, quantus_mprt
 
 Explain = Callable[..., np.ndarray]  # Quantus explain_func: (model, inputs, targets, **kw) -> N x 1 x H x W
 
@@ -132,6 +133,10 @@ class Metric:
     params: type[MetricParams]
     fn: Callable[[MetricInputs, Any], np.ndarray]
 
+    def __reduce__(self):
+        # pickled by its registry name (its fn may be a closure): a parsed XaiConfig can cross processes
+        return registered_metric, (self.name,)
+
     def score(self, inputs: MetricInputs, params: MetricParams) -> Scores:
         allow = inputs.constant_maps == "score" and not self.needs_model
         if allow:
@@ -155,6 +160,10 @@ class Metric:
 
 
 METRICS: Registry[Metric] = Registry("explanation metric")
+
+
+def registered_metric(name: str) -> Metric:
+    return METRICS.get(name)
 
 
 def metric(
@@ -248,14 +257,14 @@ def _flat(inp: MetricInputs):
 
 def _rank_accuracy(inp: MetricInputs, p) -> np.ndarray:
     if inp.ties == "raster":  # v1: Quantus
-        return _localisation(lambda p: quantus.RelevanceRankAccuracy(**_quiet))(inp, p)
+        return _localisation(lambda p: quantus.RelevanceRankAccuracy(**QUIET))(inp, p)
     a, s = _flat(inp)
     return np.array([topk_hits(ai, si, int(si.sum())) / si.sum() for ai, si in zip(a, s)])
 
 
 def _pointing_game(inp: MetricInputs, p: PointingParams) -> np.ndarray:
     if p.tolerance_px is None:  # v1: Quantus
-        return _localisation(lambda p: quantus.PointingGame(weighted=False, **_quiet))(inp, p)
+        return _localisation(lambda p: quantus.PointingGame(weighted=False, **QUIET))(inp, p)
     from scipy.ndimage import distance_transform_edt
 
     out = []
@@ -282,14 +291,14 @@ def _relevance_mass(inp: MetricInputs, p) -> np.ndarray:
     ok = total != 0
     if ok.any():  # an all-zero map carries no mass on the fracture: 0 (Quantus would divide 0 by 0)
         sub = _subset(inp, ok) if not ok.all() else inp
-        out[ok] = _localisation(lambda p: quantus.RelevanceMassAccuracy(**_quiet))(sub, p)
+        out[ok] = _localisation(lambda p: quantus.RelevanceMassAccuracy(**QUIET))(sub, p)
     return out
 
 
 def _auc_anatomy(inp: MetricInputs, p: AnatomyParams) -> np.ndarray:
     """Quantus's AUC over the anatomy pixels only: the black padding, never a fracture and never attributed
     by most maps, no longer counts as easy negatives."""
-    m = quantus.AUC(**_quiet)
+    m = quantus.AUC(**QUIET)
     out = []
     for x, a, s in zip(inp.x, inp.maps.astype(np.float64), inp.masks.astype(bool)):
         fg = anatomy_mask(x, p.threshold) | s  # a mask pixel always counts
@@ -297,18 +306,17 @@ def _auc_anatomy(inp: MetricInputs, p: AnatomyParams) -> np.ndarray:
     return np.array(out)
 
 
-_quiet = {"disable_warnings": True}
 metric("pointing_game", higher_is_better=True, params=PointingParams)(_pointing_game)
 metric("pointing_game_strict", higher_is_better=True, params=PointingParams)(_pointing_game)
 metric("attribution_localisation", higher_is_better=True)(
-    _localisation(lambda p: quantus.AttributionLocalisation(weighted=False, **_quiet))
+    _localisation(lambda p: quantus.AttributionLocalisation(weighted=False, **QUIET))
 )
 metric("top_k_intersection", higher_is_better=True, params=TopKParams)(
-    _localisation(lambda p: quantus.TopKIntersection(k=p.k, **_quiet))
+    _localisation(lambda p: quantus.TopKIntersection(k=p.k, **QUIET))
 )
 metric("relevance_mass_accuracy", higher_is_better=True)(_relevance_mass)
 metric("relevance_rank_accuracy", higher_is_better=True)(_rank_accuracy)
-metric("auc", higher_is_better=True)(_localisation(lambda p: quantus.AUC(**_quiet)))
+metric("auc", higher_is_better=True)(_localisation(lambda p: quantus.AUC(**QUIET)))
 metric("auc_anatomy", higher_is_better=True, params=AnatomyParams)(_auc_anatomy)
 
 
@@ -326,42 +334,6 @@ for _p in (5, 15, 25, 50):
     metric(f"coverage_at_{_p}", higher_is_better=True)(lambda inp, params, _p=_p: coverage(inp, _p))
 
 
-def _one(inp: MetricInputs, m, softmax, explain: bool, i: slice, seed: int) -> list:
-    np.random.seed(seed % (2**32))  # Quantus perturbs with NumPy's global generator
-    torch.manual_seed(seed)  # SmoothGrad noise when re-explaining
-    kwargs = {"explain_func": inp.explain, "explain_func_kwargs": {}} if explain else {}
-    return list(
-        m(
-            model=inp.model,
-            x_batch=inp.x[i],
-            y_batch=np.ones(len(inp.x[i]), dtype=np.int64),
-            a_batch=inp.maps[i],
-            channel_first=True,
-            softmax=softmax,
-            device=inp.device,
-            batch_size=inp.batch_size,
-            **kwargs,
-        )
-    )
-
-
-def _call(m, inp: MetricInputs, softmax: bool | None, explain: bool = False, random: bool = True) -> list:
-    """``random``: the metric draws random numbers per image from a shared generator (FaithfulnessCorrelation's
-    subsets, MaxSensitivity's noise), so v2 runs it image by image with the image's seed; deterministic
-    metrics (PixelFlipping, MPRT with its fixed seed) run on the whole batch, normalisation off."""
-    if inp.seeds is None or not random:  # v1, or a deterministic metric: one call on the whole batch
-        return _one(inp, m, softmax, explain, slice(None), inp.seed)
-    out: list = []
-    for j, seed in enumerate(inp.seeds):  # v2: image by image, each with its own seed
-        out += _one(inp, m, softmax, explain, slice(j, j + 1), int(seed))
-    return out
-
-
-def _per_image(inp: MetricInputs) -> dict:
-    # v2: no normalisation across the batch (Quantus's default divides by the batch's maximum)
-    return {"normalise": False, "abs": False} if inp.seeds is not None else {}
-
-
 @metric("faithfulness_correlation", higher_is_better=True, needs_model=True, params=FaithCorrParams)
 def _faithfulness_correlation(inp: MetricInputs, p: FaithCorrParams) -> np.ndarray:
     if fast.path_for("faithfulness_correlation", inp, p) == "fast":
@@ -371,10 +343,10 @@ def _faithfulness_correlation(inp: MetricInputs, p: FaithCorrParams) -> np.ndarr
         subset_size=p.subset_size,
         perturb_baseline=p.perturb_baseline,
         return_aggregate=False,
-        **_per_image(inp),
-        **_quiet,
+        **per_image(inp),
+        **QUIET,
     )
-    return np.asarray(_call(m, inp, p.softmax), dtype=float)
+    return np.asarray(call(m, inp, p.softmax), dtype=float)
 
 
 def _forward(inp: MetricInputs, x: np.ndarray, softmax: bool) -> np.ndarray:
@@ -392,13 +364,13 @@ def _pixel_flipping(inp: MetricInputs, p: PixelFlippingParams) -> np.ndarray:
         features_in_step=p.features_in_step,
         perturb_baseline=p.perturb_baseline,
         return_auc_per_sample=False,
-        **_per_image(inp),
-        **_quiet,
+        **per_image(inp),
+        **QUIET,
     )
     if fast.path_for("pixel_flipping", inp, p) == "fast":
         curves = fast.pixel_flipping_curves(inp, p)
     else:
-        curves = np.asarray(_call(m, inp, p.softmax, random=False), dtype=float)
+        curves = np.asarray(call(m, inp, p.softmax, random=False), dtype=float)
     if p.normalised:
         if not isinstance(p.perturb_baseline, float):
             raise ValueError("pixel_flipping: normalised curves need a numeric perturb_baseline")
@@ -418,8 +390,8 @@ def _random_logit(inp: MetricInputs, p: MetricParams) -> np.ndarray:
     """SSIM between the map for the fracture logit and the map for the other logit: a map that does not
     change with the class explained is not explaining the class (lower is better). v1 only: on a two-logit
     model the other logit's gradient is about minus the fracture one, so abs maps score ~1 by construction."""
-    m = quantus.RandomLogit(num_classes=2, seed=inp.seed % (2**31), **_quiet)
-    return np.asarray(_call(m, inp, False, explain=True), dtype=float)
+    m = quantus.RandomLogit(num_classes=2, seed=inp.seed % (2**31), **QUIET)
+    return np.asarray(call(m, inp, False, explain=True), dtype=float)
 
 
 @metric("mprt", higher_is_better=False, needs_model=True, needs_explain=True, params=MPRTParams)
@@ -430,30 +402,11 @@ def _mprt(inp: MetricInputs, p: MPRTParams) -> np.ndarray:
     try:
         if fast.path_for("mprt", inp, p) == "fast":
             return fast.mprt(inp, p, seed=inp.seed % (2**31))
-        return _quantus_mprt(inp, p)
+        return quantus_mprt(inp, p)
     except IndexError:  # Quantus found no module with reset_parameters() to randomise
         from .methods import UnsupportedMethod
 
         raise UnsupportedMethod("mprt: the model has no layer with reset_parameters() to randomise") from None
-
-
-def _quantus_mprt(inp: MetricInputs, p: MPRTParams) -> np.ndarray:
-    m = quantus.MPRT(
-        layer_order=p.layer_order,
-        seed=inp.seed % (2**31),
-        skip_layers=True,  # explain only the trained and the fully randomised model: 2 maps per image
-        return_last_correlation=True,
-        abs=False,
-        normalise=False,
-        **_quiet,
-    )
-    return np.asarray(_call(m, inp, False, explain=True, random=False), dtype=float)
-
-
-def _clipped_uniform_noise(arr, indices, **kwargs):
-    # Quantus's batch uniform noise, then back into the canonical range [0, 1]: a radiograph has no
-    # pixel below black or above white.
-    return np.clip(quantus.functions.perturb_func.batch_uniform_noise(arr, indices, **kwargs), 0, 1)
 
 
 @metric(
@@ -465,9 +418,9 @@ def _clipped_uniform_noise(arr, indices, **kwargs):
 )
 def _max_sensitivity(inp: MetricInputs, p: MaxSensitivityParams) -> np.ndarray:
     if fast.path_for("max_sensitivity", inp, p) == "fast":
-        return fast.max_sensitivity(inp, p, _clipped_uniform_noise if p.clip else None)
-    extra = {"perturb_func": _clipped_uniform_noise} if p.clip else {}
+        return fast.max_sensitivity(inp, p, clipped_uniform_noise if p.clip else None)
+    extra = {"perturb_func": clipped_uniform_noise} if p.clip else {}
     m = quantus.MaxSensitivity(
-        nr_samples=p.nr_samples, lower_bound=p.lower_bound, normalise=False, **extra, **_quiet
+        nr_samples=p.nr_samples, lower_bound=p.lower_bound, normalise=False, **extra, **QUIET
     )
-    return np.asarray(_call(m, inp, False, explain=True), dtype=float)
+    return np.asarray(call(m, inp, False, explain=True), dtype=float)

@@ -12,6 +12,7 @@ from ..errors import ResultError
 from ..io import atomic_write_bytes, replace_dir
 from ..results.resultfile import MAX_RESULT_BYTES, RESULT_NAME, read_limited
 from . import store
+from .filechecks import MAX_SAMPLES_BYTES, check_gallery
 
 
 @dataclass(frozen=True)
@@ -34,15 +35,19 @@ def add_result(run_dir: str | Path, *, results_dir: str | Path, replace: bool = 
     sid, version = result["submission"]["id"], result["benchmark"]["version"]
     folder = Path(results_dir) / version
     target = folder / f"{sid}.json"
+    _check_layout(folder, sid, version=version)
     existed = target.exists()
     if existed and not replace:
         raise ResultError(f"{target}: a result for {sid!r} is already in the store; pass --replace to overwrite it")
-    folder.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{sid}.add-", dir=folder))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{sid}.add-", dir=folder))
+    except OSError as e:
+        raise ResultError(f"{folder}: cannot write to the results store ({e.strerror or e}); nothing was stored") from None
     try:
         atomic_write_bytes(stage / RESULT_NAME, read_limited(src, MAX_RESULT_BYTES, what="result file"))
         samples = store.samples_path(src, result)
-        atomic_write_bytes(stage / samples.name, read_limited(samples, store.MAX_SAMPLES_BYTES, what="per-sample file"))
+        atomic_write_bytes(stage / samples.name, read_limited(samples, MAX_SAMPLES_BYTES, what="per-sample file"))
         if (src.parent / "gallery").is_dir():
             shutil.copytree(src.parent / "gallery", stage / "entry" / "gallery", symlinks=True)
         staged = _check(stage / RESULT_NAME, gallery_parent=stage / "entry")
@@ -59,10 +64,25 @@ def add_result(run_dir: str | Path, *, results_dir: str | Path, replace: bool = 
     return AddedResult(submission_id=sid, version=version, json_path=target, replaced=existed)
 
 
+def _check_layout(folder: Path, sid: str, *, version: str) -> None:
+    """The store's places for this entry are free for what goes there: the version folder is a folder (or can be
+    made one), <id>.json and <id>.parquet are not folders, <id>/ is not a file or link. Checked before anything
+    is written: a refusal leaves the store as it was."""
+    store.require_folder(folder, what=f"results store's {version} entry")
+    for name in (f"{sid}.json", f"{sid}.parquet"):
+        p = folder / name
+        if p.is_dir() and not p.is_symlink():
+            raise ResultError(f"{p}: is a folder where the store keeps a file; move it away, nothing was stored")
+    entry = folder / sid
+    if entry.is_symlink() or (entry.exists() and not entry.is_dir()):
+        raise ResultError(f"{entry}: is a file or link where the store keeps {sid}'s gallery folder; move it away, "
+                          "nothing was stored")
+
+
 def _check(json_path: Path, *, gallery_parent: Path | None = None) -> dict:
     result = store.read_json(json_path)
     spec = store.version_spec(result["benchmark"]["version"])
     store.check_belongs(result, spec, source=json_path)
     store.read_samples(store.samples_path(json_path, result), result, json_path, spec)
-    store.check_gallery(result, gallery_parent or json_path.parent, source=json_path)
+    check_gallery(result, gallery_parent or json_path.parent, source=json_path)
     return result

@@ -16,7 +16,6 @@ images.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ResultError
+from ..results.metric_ids import ROBUST, clean_id, try_parse
 from ..results.metrics import LABEL, REDUCERS, MetricDef, count_rows
 from .resample import Resampler
 from .store import VERSION_RE, read_json, read_samples, samples_path
@@ -135,7 +135,7 @@ def p_value(diffs: np.ndarray) -> float | None:
 CORRECTIONS = {"holm": "Holm step-down (family-wise error rate)", "bh": "Benjamini-Hochberg (false discovery rate)",
                "none": "none"}
 DEFAULT_MIN_N_FOR_CI = 20  # v2's rule; v1 declares none and gets the same in compare
-HEADLINE_CLEAN = ("clean/accuracy", "clean/balanced_accuracy", "clean/sensitivity", "clean/specificity", "clean/auroc")
+HEADLINE_CLEAN = tuple(clean_id(m) for m in ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "auroc"))
 
 
 def adjust_p(p: list[float], method: str) -> list[float]:
@@ -167,13 +167,13 @@ def headline_ids(ids: list[str], version: str) -> list[str]:
     layout = load_layout()
     keep = set(layout.rank_by) | set(HEADLINE_CLEAN) | set(layout.clean)
     keep |= set(_version_leaderboard(version).get("rank_by") or ())
-    loc = "|".join(map(re.escape, layout.localisation))
     refs = set(layout.reference_maps)
     out = []
     for mid in ids:
-        if mid in keep or re.fullmatch(r"robust/[^/]+/(accuracy|balanced_accuracy)", mid):
+        p = try_parse(mid)
+        if mid in keep or (p is not None and p.family == ROBUST and p.metric in ("accuracy", "balanced_accuracy")):
             out.append(mid)
-        elif (m := re.fullmatch(rf"xai/([^/]+)/({loc})", mid)) and m.group(1) not in refs:
+        elif p is not None and p.headline and p.metric in layout.localisation and p.method not in refs:
             out.append(mid)
     return out
 

@@ -18,8 +18,10 @@ from typing import Any
 import pandas as pd
 
 from ..io import atomic_write_bytes, canonical_json, replace_dir, sha256_file
-from . import markdown, plots, site
+from ..results.metric_ids import ROBUST, clean_id, robust_id, try_parse, xai_id
+from . import markdown, pages, plots, site
 from .layout import ASSETS, Layout, load_layout
+from .markup import Links
 from .store import PRESETS, StoredResult, VersionSpec, load_store
 from .tables import (
     BoardTable,
@@ -83,8 +85,8 @@ def build_leaderboard(
     ranking_for = ranking_for or version_ranking
     rank_by: dict[str, tuple[str, ...]] = {}
     files: dict[str, bytes] = {}
-    links = site.Links(repo=repo_from, results=gallery_from)
-    headline_xai = f"xai/{layout.scatter_default_method}/{layout.localisation[0]}"
+    links = Links(repo=repo_from, results=gallery_from)
+    headline_xai = xai_id(layout.scatter_default_method, layout.localisation[0])
     md_versions, sections, json_versions, csv_rows = [], [], [], []
     for version in sorted(store.versions, key=_version_key):
         spec = store.specs[version]
@@ -114,16 +116,16 @@ def build_leaderboard(
             if not gallery_from:
                 for rel, path in r.gallery.items():
                     files[f"{SITE}/{version}/{r.id}/{rel}"] = path.read_bytes()
-            files[f"{SITE}/{version}/{r.id}.html"] = site.submission_page(
+            files[f"{SITE}/{version}/{r.id}.html"] = pages.submission_page(
                 r, has_curve=curve is not None, img_root=img_root, links=links,
                 files=_submission_files(r, links, repo_root=_repo_root(results_dir, gallery_from,
                                                                                         repo_from)),
             ).encode()
-        files[f"{SITE}/{version}/methods.html"] = site.methods_page(view, links=links).encode()
+        files[f"{SITE}/{version}/methods.html"] = pages.methods_page(view, links=links).encode()
         has_gallery = ranking is not None and any(r.gallery for r in results)
         if has_gallery:  # v2 on: one page, same image per model
-            files[f"{SITE}/{version}/gallery.html"] = site.gallery_page(version, results, img_root=img_root,
-                                                                        links=links).encode()
+            files[f"{SITE}/{version}/gallery.html"] = pages.gallery_page(version, results, img_root=img_root,
+                                                                         links=links).encode()
         md_scatters = [f"{SITE}/{images[0][1]}" for _, images in scatters if images]
         md_versions.append((version, note, tables, view, md_scatters))
         sections.append({"version": version, "note": note, "tables": tables, "scatters": scatters,
@@ -152,7 +154,7 @@ def _repo_root(results_dir: str | Path, gallery_from: str | None, repo_from: str
     return board / repo_from
 
 
-def _submission_files(r: StoredResult, links: site.Links, *, repo_root: Path | None) -> site.SubmissionFiles:
+def _submission_files(r: StoredResult, links: Links, *, repo_root: Path | None) -> pages.SubmissionFiles:
     """Links from site/<version>/<id>.html to the result files (store beside site/) and to the submission's
     folder (repository layout): its README.md, its model.yaml and the weights it names. A model.yaml whose
     sha256 differs from the one the result records is linked with a warning, and its weights are not."""
@@ -173,7 +175,7 @@ def _submission_files(r: StoredResult, links: site.Links, *, repo_root: Path | N
                 out["yaml_note"] = "(changed since this result was computed)"
             else:
                 out |= _weights(yaml_path, href)
-    return site.SubmissionFiles(**out)
+    return pages.SubmissionFiles(**out)
 
 
 def _weights(yaml_path: Path, href: str) -> dict[str, str]:
@@ -198,12 +200,12 @@ def _scatters(t: BoardTable, layout: Layout, files: dict[str, bytes]) -> list[tu
     ms = methods(results, layout, references=False)
     ms.sort(key=lambda m: (m != layout.scatter_default_method, m))
     ylabel = layout.scatter_y
-    b = layout.scatter_y.split("/")
-    if len(b) == 3 and b[0] == "robust":
-        ylabel = f"robust {b[2]} at {budget_label(b[1])}"
+    y = try_parse(layout.scatter_y)
+    if y is not None and y.family == ROBUST:
+        ylabel = f"robust {y.metric} at {budget_label(y.threat)}"
     out = []
     for m in ms:
-        xid = f"xai/{m}/{layout.scatter_x}"
+        xid = xai_id(m, layout.scatter_x)
         if not any(xid in r.metrics for r in results):
             continue
         points = []
@@ -226,11 +228,11 @@ def _curve(r: StoredResult, layout: Layout) -> bytes | None:
     if not linf:
         return None
     points = []
-    clean = r.metrics.get(f"clean/{layout.robust_metric}")
+    clean = r.metrics.get(clean_id(layout.robust_metric))
     if clean and clean["value"] is not None:
         points.append(plots.Point(0.0, clean["value"], y_lo=clean["ci_low"], y_hi=clean["ci_high"], label="clean"))
     for b in linf:
-        m = r.metrics[f"robust/{b}/{layout.robust_metric}"]
+        m = r.metrics[robust_id(b, layout.robust_metric)]
         if m["value"] is not None:
             eps = b.split("-", 1)[1]
             points.append(plots.Point(float(eps), m["value"], y_lo=m["ci_low"], y_hi=m["ci_high"], label=eps))

@@ -2,15 +2,15 @@
 per-sample table) beside it and optional overlay images under ``<submission-id>/gallery/``.
 
 Every file is checked on the way in; a file that does not belong is refused with the reason, so a table
-never mixes versions, datasets or battery configurations.
+never mixes versions, datasets or battery configurations. What a version requires is ``spec.VersionSpec``;
+the size and format checks of the parquet and PNG files are in ``filechecks``; the consistency of a result
+with its version (ids, definitions, values, CIs, split) and the reading of the store are here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import html
 import io
-import json
 import math
 import re
 from collections.abc import Callable
@@ -21,66 +21,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..definition import PRESETS as DEFINED_PRESETS
+from ..definition import hash_config
 from ..errors import FxbenchError, ResultError
+from ..results.metric_ids import XAI, adv_variant, try_parse
 from ..results.metrics import LABEL, REDUCERS, MetricDef, compute_metric
 from ..results.resultfile import read_limited, read_result
+from .filechecks import MAX_SAMPLES_BYTES, check_gallery, check_parquet_size
+from .spec import VersionSpec, version_spec
 
 VERSION_RE = re.compile(r"^v[0-9]+$")  # used with fullmatch: "v1\n" is not a version
-PRESETS = ("full", "quick")
-MAX_SAMPLES_BYTES = 64 * 1024 * 1024  # a full-preset per-sample file is ~1 MB
-MAX_SAMPLES_INFLATED = 512 * 1024 * 1024
-MAX_SAMPLE_ROWS = 100_000  # the evaluation split has 801 images
-MAX_SAMPLE_COLUMNS = 10_000  # a full-preset result has ~800 metric columns
-MAX_PNG_BYTES = 4 * 1024 * 1024
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-ADV_METRIC = re.compile(r"xai/([^/]+)/.+/(?:adv|drop)-([^/]+)")
-
-
-@dataclass(frozen=True)
-class VersionSpec:
-    """What a result in a version folder must match: taken from the versioned benchmark definition and the
-    committed split manifest, never from the result being checked. ``version_spec`` fills every field; the
-    optional ones are None only in synthetic specs that tests build (nothing is then checked for them)."""
-
-    version: str
-    fingerprint: str
-    config_hashes: dict[str, str]  # preset -> config hash
-    bootstrap: dict[str, Any]  # n_resamples, seed, alpha
-    configs: dict[str, dict[str, Any]] | None = None  # preset -> resolved config (what the hash covers)
-    catalogue: dict[str, dict[str, MetricDef]] | None = None  # preset -> metric id -> definition
-    eval_split: dict[str, tuple[str, int]] | None = None  # image id -> (split, label) of the eval split
-
-
-def version_spec(version: str) -> VersionSpec:
-    from ..data.manifest import load_manifest
-    from ..data.splits import EVAL
-    from ..definition import load_definition
-
-    try:
-        d = load_definition(version)
-        catalogue = {p: d.metric_catalogue(p) for p in PRESETS}
-    except FxbenchError as e:
-        raise ResultError(f"results folder {version!r}: {e}") from None
-    manifest = load_manifest()
-    if manifest is None:
-        raise ResultError(f"results folder {version!r}: no split manifest is committed to check image ids against")
-    eval_split = {i: sl for i, sl in manifest.labels().items() if sl[0] in EVAL}
-    return VersionSpec(
-        version=version,
-        fingerprint=d.dataset_fingerprint,
-        config_hashes={p: d.config_hash(p) for p in PRESETS},
-        bootstrap=d.bootstrap,
-        configs={p: d.resolved(p) for p in PRESETS},
-        catalogue=catalogue,
-        eval_split=eval_split,
-    )
-
-
-def hash_config(config: dict[str, Any]) -> str:
-    """The config hash of a resolved configuration (as ``BenchmarkDefinition.config_hash``; a test keeps the two
-    equal): re-hashing the stored config is what ties ``config_hash`` to ``config``."""
-    blob = json.dumps(config, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+# The order the leaderboard lists presets in (full first): the presets are fxbench.definition's, whose own
+# order ("quick", "full") would put v1's quick table above its full one. generate.py imports this name.
+PRESETS = tuple(sorted(DEFINED_PRESETS, key=lambda p: p != "full"))
 
 
 @dataclass
@@ -167,21 +120,6 @@ def read_samples(path: Path, result: dict[str, Any], source: Path, spec: Version
     return df
 
 
-def check_parquet_size(data: bytes, path: Path) -> None:
-    """Read only the parquet footer first: a small file can declare columns that decompress to gigabytes."""
-    import pyarrow.parquet as pq
-
-    try:
-        meta = pq.ParquetFile(io.BytesIO(data)).metadata
-    except Exception as e:  # noqa: BLE001 - any footer problem means "not a readable parquet file"
-        raise ResultError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
-    inflated = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
-    if meta.num_rows > MAX_SAMPLE_ROWS or inflated > MAX_SAMPLES_INFLATED or meta.num_columns > MAX_SAMPLE_COLUMNS:
-        raise ResultError(f"{path}: {meta.num_rows} rows x {meta.num_columns} columns, {inflated} bytes "
-                          f"uncompressed: over the limits for a per-sample file ({MAX_SAMPLE_ROWS} rows, "
-                          f"{MAX_SAMPLE_COLUMNS} columns, {MAX_SAMPLES_INFLATED} bytes)")
-
-
 def check_eval_split(df: pd.DataFrame, spec: VersionSpec, *, source: str) -> None:
     """The per-sample rows are exactly the manifest's evaluation split, with the manifest's labels."""
     want = spec.eval_split or {}
@@ -215,13 +153,12 @@ def allowed_omissions(result: dict[str, Any]) -> Callable[[str], bool]:
     attack_done = (xai.get("under_attack") or {}).get("status") == "computed"
 
     def ok(mid: str) -> bool:
-        if not mid.startswith("xai/"):
+        p = try_parse(mid)
+        if p is None or p.family != XAI or p.method is None:
             return False
-        method = mid.split("/")[1]
-        adv = ADV_METRIC.fullmatch(mid)
-        if adv:
-            return not attack_done or method in unsupported or f"{method}/adv-{adv.group(2)}" in unsupported
-        return method in unsupported
+        if p.under_attack:  # adv-<attack> (with its flipped split) and drop-<attack>
+            return not attack_done or p.method in unsupported or f"{p.method}/{adv_variant(p.threat)}" in unsupported
+        return p.method in unsupported
 
     return ok
 
@@ -376,52 +313,6 @@ def check_belongs(result: dict[str, Any], spec: VersionSpec, *, source: Path) ->
         check_metric_ids(result, spec, source=source)
 
 
-def check_gallery(result: dict[str, Any], gallery_parent: Path, *, source: Path) -> dict[str, Path]:
-    """``gallery/`` under ``gallery_parent`` holds exactly the PNG files ``files.gallery`` lists: regular files
-    (no symlinks anywhere), real PNG bytes, each under the size limit."""
-    listed = list(result.get("files", {}).get("gallery", []))
-    root = gallery_parent / "gallery"
-    found: dict[str, Path] = {}
-    for top in (gallery_parent, root):
-        if top.is_symlink():
-            raise ResultError(f"{top}: is a symbolic link; the store holds regular files and folders only")
-    if root.is_dir():
-        for p in sorted(root.rglob("*")):
-            if p.is_symlink():
-                raise ResultError(f"{p}: is a symbolic link; the store holds regular files and folders only")
-            if p.is_dir():
-                continue
-            rel = p.relative_to(gallery_parent).as_posix()
-            if rel not in listed:
-                raise ResultError(f"{p}: not listed in {source.name}'s files.gallery")
-            data = read_limited(p, MAX_PNG_BYTES, what="gallery image")
-            if not _is_png(data):
-                raise ResultError(f"{p}: not a PNG image (gallery files must be real PNG bytes)")
-            found[rel] = p
-    elif root.exists():
-        raise ResultError(f"{root}: not a folder")
-    absent = [g for g in listed if g not in found]
-    if absent:
-        raise ResultError(f"{source}: files.gallery lists {absent[0]}, which is not in {root}"
-                          + (f" ({len(absent) - 1} more)" if len(absent) > 1 else ""))
-    return found
-
-
-def _is_png(data: bytes) -> bool:
-    if not data.startswith(PNG_MAGIC):
-        return False
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
-            if im.width * im.height > 16_000_000:
-                return False
-            im.verify()
-    except Exception:  # noqa: BLE001 - any decoder complaint means "not a usable PNG"
-        return False
-    return True
-
-
 def read_stored_result(json_path: Path, spec: VersionSpec) -> StoredResult:
     result = read_json(json_path)
     check_belongs(result, spec, source=json_path)
@@ -437,6 +328,19 @@ def markdown_text(text: str) -> str:
     text = html.escape(str(text), quote=True)
     text = re.sub(r"[\x00-\x1f\x7f]+", " ", text)
     return text.replace("|", "\\|").replace("[", "\\[").replace("]", "\\]").replace("`", "\\`")
+
+
+def require_folder(path: str | Path, *, what: str) -> None:
+    """``path`` is a folder, or can be created as one: it and its nearest existing parent are folders, not
+    files. Checked before anything is written, so a refusal leaves nothing half-written."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.is_dir():
+            return
+        if p.exists() or p.is_symlink():
+            where = "it is" if p == path else f"{p} is"
+            raise FxbenchError(f"{path}: the {what} must be a folder, but {where} a file or a broken link; "
+                               "nothing was written")
 
 
 def load_store(results_dir: str | Path, *, spec_for: Callable[[str], VersionSpec] | None = None) -> Store:
@@ -488,3 +392,11 @@ def load_store(results_dir: str | Path, *, spec_for: Callable[[str], VersionSpec
         lines = "\n".join(f"  - {p}" for p in problems)
         raise ResultError(f"refused {len(problems)} result file(s); nothing was generated:\n{lines}")
     return Store(root=root, versions={v: sorted(rs, key=lambda r: r.id) for v, rs in versions.items()}, specs=specs)
+
+
+__all__ = [
+    "MAX_SAMPLES_BYTES", "PRESETS", "VERSION_RE", "Store", "StoredResult", "VersionSpec",
+    "allowed_omissions", "check_against_catalogue", "check_belongs", "check_eval_split", "check_gallery",
+    "check_metric_ids", "check_metric_values", "check_parquet_size", "load_store", "markdown_text",
+    "read_json", "read_samples", "read_stored_result", "require_folder", "samples_path", "version_spec",
+]

@@ -5,19 +5,37 @@ Markdown, CSV, JSON and the site are renderings of these objects, so they always
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from ..results.metric_ids import (
+    ROBUST,
+    MetricId,
+    clean_id,
+    parse,
+    robust_id,
+    threat_sort_key,
+    try_parse,
+    xai_id,
+)
 from ..results.metrics import REDUCERS
 from .layout import Layout
 from .resample import Resampler
 from .store import StoredResult, VersionSpec
 
-BUDGET_RE = re.compile(r"^robust/((linf|l2)-([0-9.]+))/")
-XAI_RE = re.compile(r"^xai/([a-z0-9_+-]+)/([a-z0-9_+-]+)$")  # headline scores only: no subgroup suffix
+
+def robust_threat(mid: str) -> str | None:
+    """The budget of a ``robust/<budget>/...`` id, else None."""
+    p = try_parse(mid)
+    return p.threat if p is not None and p.family == ROBUST else None
+
+
+def xai_headline(mid: str) -> MetricId | None:
+    """A parsed ``xai/<method>/<metric>`` headline score (no subgroup or attack variant), else None."""
+    p = try_parse(mid)
+    return p if p is not None and p.headline else None
 
 
 @dataclass(frozen=True)
@@ -49,7 +67,7 @@ class Ranking:
 
     @property
     def robust_metric(self) -> str:
-        return self.rank_by[0].rsplit("/", 1)[1]
+        return parse(self.rank_by[0]).metric
 
 
 @dataclass(frozen=True)
@@ -102,9 +120,9 @@ def budgets(results: list[StoredResult], metric: str) -> list[str]:
     found = {}
     for r in results:
         for mid in r.metrics:
-            m = BUDGET_RE.match(mid)
-            if m and mid == f"robust/{m.group(1)}/{metric}":
-                found[m.group(1)] = (m.group(2) != "linf", float(m.group(3)))
+            b = robust_threat(mid)
+            if b is not None and mid == robust_id(b, metric):
+                found[b] = threat_sort_key(b)
     return sorted(found, key=lambda b: found[b])
 
 
@@ -112,9 +130,9 @@ def methods(results: list[StoredResult], layout: Layout, *, references: bool) ->
     out = set()
     for r in results:
         for mid in r.metrics:
-            m = XAI_RE.match(mid)
-            if m and (m.group(1) in layout.reference_maps) == references:
-                out.add(m.group(1))
+            p = xai_headline(mid)
+            if p and (p.method in layout.reference_maps) == references:
+                out.add(p.method)
     if references:
         return [m for m in layout.reference_maps if m in out]
     return sorted(out)
@@ -190,9 +208,9 @@ def reference_rows(ranking: Ranking, budget_ids: list[str]) -> list[ReferenceRow
         ("always 'fracture'", scores(pos / n, 1.0, 0.0)),
         ("chance (fair coin, expected)", scores(0.5, 0.5, 0.5)),
     ]:
-        m = {f"clean/{k}": v for k, v in sc.items()} | {"clean/auroc": 0.5}
+        m = {clean_id(k): v for k, v in sc.items()} | {clean_id("auroc"): 0.5}
         for b in budget_ids:
-            m |= {f"robust/{b}/{k}": v for k, v in sc.items()}
+            m |= {robust_id(b, k): v for k, v in sc.items()}
         rows.append(ReferenceRow(name, {k: {"value": v, "ci_low": None, "ci_high": None} for k, v in m.items()}))
     return rows
 
@@ -262,10 +280,10 @@ def main_table(
         if any(mid in r.metrics for r in results):
             cols.append(Column(mid, names.get(mid, mid.split("/", 1)[1]), "clean"))
     for b in budgets(results, layout.robust_metric):
-        cols.append(Column(f"robust/{b}/{layout.robust_metric}", f"robust {budget_label(b)}", "robust"))
+        cols.append(Column(robust_id(b, layout.robust_metric), f"robust {budget_label(b)}", "robust"))
     for m in methods(results, layout, references=False):
         for metric in layout.localisation:
-            mid = f"xai/{m}/{metric}"
+            mid = xai_id(m, metric)
             if any(mid in r.metrics for r in results):
                 cols.append(Column(mid, f"{m} {metric.replace('_', ' ')}", "localisation"))
     cols.append(Column("flags", "flags"))
@@ -279,14 +297,14 @@ def main_table(
         cols = [c for c in cols if c.key != "rank"]
     rows += [Row(None, r) for r in sorted(refs, key=lambda r: r.id)]  # evaluated like any model, never ranked
     if not results:  # the empty full table still shows the headline columns
-        b = ranking.rank_by[0].split("/")
+        b = robust_threat(ranking.rank_by[0])
         cols[3:3] = [Column(mid, names.get(mid, mid), "clean") for mid in layout.clean]
-        if len(b) == 3 and b[0] == "robust":
-            cols.insert(3 + len(layout.clean), Column(ranking.rank_by[0], f"robust {budget_label(b[1])}", "robust"))
+        if b is not None:
+            cols.insert(3 + len(layout.clean), Column(ranking.rank_by[0], f"robust {budget_label(b)}", "robust"))
     what = layout.robust_metric.replace("balanced_accuracy", "bal. acc").replace("_", " ")
     cols = [replace(c, header=f"robust {what} {c.header[len('robust '):]}") if c.group == "robust" else c
             for c in cols]
-    budget_ids = [BUDGET_RE.match(c.key).group(1) for c in cols if BUDGET_RE.match(c.key)]
+    budget_ids = [b for c in cols if (b := robust_threat(c.key)) is not None]
     return BoardTable(
         version=version,
         preset=preset,
@@ -305,9 +323,9 @@ def methods_view(
 ) -> MethodsView:
     plain = methods(results, layout, references=False)
     refs = methods(results, layout, references=True)
-    names = sorted({XAI_RE.match(mid).group(2) for r in results for mid in r.metrics if XAI_RE.match(mid)})
-    lower = {XAI_RE.match(mid).group(2) for r in results for mid, m in r.metrics.items()
-             if XAI_RE.match(mid) and not m["higher_is_better"]}
+    names = sorted({p.metric for r in results for mid in r.metrics if (p := xai_headline(mid))})
+    lower = {p.metric for r in results for mid, m in r.metrics.items()
+             if (p := xai_headline(mid)) and not m["higher_is_better"]}
     cols = []
     for kind, _ in layout.methods_view:
         mine = sorted((n for n in names if layout.kind_of(n) == kind), key=lambda n: (layout.rank_in_kind(n), n))
@@ -316,7 +334,7 @@ def methods_view(
     resamplers: dict[tuple[str, ...], tuple[Resampler, list]] = {}
     for method in view.methods:
         for col in cols:
-            mid = f"xai/{method}/{col.key}"
+            mid = xai_id(method, col.key)
             having = [r for r in results if mid in r.metrics]
             for r in having:
                 view.per_submission.setdefault(r.id, {})[(method, col.key)] = r.metrics[mid]

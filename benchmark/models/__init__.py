@@ -1,6 +1,6 @@
 """Submission loading: model.yaml -> verified checkpoint -> CanonicalModel."""
 
-from .device import resolve_device, strict_fp32
+from .device import forward_batch_size, model_device, resolve_device, strict_fp32
 from .factory import create_model, find_gradcam_layer
 from .spec import ModelSpec
 from .submission import Submission, load_submission
@@ -17,7 +17,9 @@ __all__ = [
     "check_model_outputs",
     "create_model",
     "find_gradcam_layer",
+    "forward_batch_size",
     "load_submission",
+    "model_device",
     "resolve_device",
     "strict_fp32",
     "validate_submission",

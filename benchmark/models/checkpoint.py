@@ -109,14 +109,7 @@ def read_checkpoint(checkpoint: Checkpoint, *, folder: Path) -> CheckpointFile:
     else:
         path = cached_download(checkpoint.url, checkpoint.sha256)
     max_bytes, _ = _limits()
-    size = path.stat().st_size
-    if size > max_bytes:
-        raise SubmissionError(f"checkpoint: {path.name} is {size} bytes, over the {max_bytes} byte limit "
-                              f"(set {MAX_CHECKPOINT_BYTES_ENV} to change it)")
-    with open(path, "rb") as f:
-        data = f.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise SubmissionError(f"checkpoint: {path.name} grew past the {max_bytes} byte limit while being read")
+    data = _read_bounded(path, max_bytes)
     actual = hashlib.sha256(data).hexdigest()
     if actual != checkpoint.sha256:
         raise SubmissionError(
@@ -124,6 +117,25 @@ def read_checkpoint(checkpoint: Checkpoint, *, folder: Path) -> CheckpointFile:
             "Nothing was loaded; update sha256 if the weights changed on purpose"
         )
     return CheckpointFile(path=path, sha256=actual, data=data)
+
+
+def _read_bounded(path: Path, max_bytes: int) -> bytes:
+    """The file's bytes, read as large as the open file says it is (never a buffer of the limit's size: a
+    200 kB checkpoint must not reserve 4 GiB); a file over the limit is refused before anything is read."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size  # of the file opened, not of whatever the path names later
+            if size > max_bytes:
+                raise SubmissionError(f"checkpoint: {path.name} is {size} bytes, over the {max_bytes} byte limit "
+                                      f"(set {MAX_CHECKPOINT_BYTES_ENV} to change it)")
+            data = f.read(size)
+            grew = f.read(1)
+    except OSError as e:
+        raise SubmissionError(f"checkpoint: cannot read {path} ({e.strerror or e})") from None
+    if grew or len(data) != size:
+        raise SubmissionError(f"checkpoint: {path.name} changed size while it was being read ({size} bytes when "
+                              "opened); nothing was loaded")
+    return data
 
 
 def _looks_like_safetensors(data: bytes) -> bool:

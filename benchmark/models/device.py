@@ -47,3 +47,23 @@ def strict_fp32() -> Iterator[None]:
         yield
     finally:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+# Perturbed copies per forward pass of the batched model metrics (explanations/fast.py): an image's logits
+# must not depend on sharing a batch of this size either, so `validate` and `run` check it. CPU: bounded
+# memory (a no-grad ResNet-18 pass at 224 px holds ~3 MB of activations per image); CUDA: start large and
+# halve on out-of-memory (numbers do not depend on it).
+CPU_FORWARD_BATCH = 32
+CUDA_FORWARD_BATCH = 1024
+
+
+def forward_batch_size(device: torch.device | str) -> int:
+    return CUDA_FORWARD_BATCH if torch.device(device).type == "cuda" else CPU_FORWARD_BATCH
+
+
+def model_device(model: torch.nn.Module, fallback: torch.device | str = "cpu") -> torch.device:
+    """Where ``model`` computes: the device of its first parameter or buffer (``fallback`` for a model with
+    neither, e.g. a constant function)."""
+    for t in (*model.parameters(), *model.buffers()):
+        return t.device
+    return torch.device(fallback)

@@ -283,7 +283,7 @@ class ModelSpec(_Frozen):
         try:
             return cls.model_validate(data)
         except ValidationError as e:
-            raise SubmissionError(f"{source}: {_explain(e)}") from None
+            raise SubmissionError(f"{source}: {explain_validation_error(e)}") from None
 
 
 MAX_YAML_BYTES = 64 * 1024  # a model.yaml is ~1 kB; a huge one is refused before it is parsed
@@ -375,7 +375,7 @@ def _field_names(loc: tuple) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
-def _explain(error: ValidationError) -> str:
+def explain_validation_error(error: ValidationError) -> str:
     parts = []
     for err in error.errors():
         # Drop pydantic's internal steps (e.g. "function-after[...]") from the path.

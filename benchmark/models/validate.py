@@ -15,7 +15,7 @@ import torch
 
 from ..errors import ModelMisbehaviour, SubmissionError
 from .checkpoint import load_weights, parse_state_dict, read_checkpoint
-from .device import resolve_device, strict_fp32
+from .device import forward_batch_size, resolve_device, strict_fp32
 from .factory import create_model
 from .submission import read_spec, wrap_for_spec
 from .wrapper import CANONICAL_SIZE, CanonicalModel
@@ -60,32 +60,17 @@ def canonical_batch(n: int = BATCH_SIZE, *, seed: int = BATCH_SEED) -> torch.Ten
     return low + span * noise
 
 
-def battery_batch_sizes(preset: str, *, version: str | None = None) -> tuple[int, ...]:
-    """Every batch size the batteries of a benchmark version use in ``preset`` (keys ending in batch_size,
-    at any depth): an image's logits must not depend on which of these batches it is evaluated in."""
-    from ..definition import load_definition
+def check_batch_sizes(preset: str = "auto", *, device: torch.device | str, version: str | None = None
+                      ) -> tuple[int, ...]:
+    """The one rule for the batch sizes at which `validate` and `run` check that an image's logits do not
+    depend on its batch: every batch size of ``preset``'s battery specs, plus the batched model metrics'
+    forward batch on ``device`` (perturbed copies of one image share such batches). ``auto``: the preset a run
+    on ``device`` uses by default."""
+    from ..definition import load_definition, resolve_preset
 
-    definition = load_definition(version)
-    sizes: set[int] = set()
-
-    def walk(node) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                if str(k).endswith("batch_size") and isinstance(v, int) and not isinstance(v, bool):
-                    sizes.add(v)
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    for battery in definition.raw["batteries"]:
-        walk(definition.battery_config(battery, preset))
-    return tuple(sorted(sizes))
-
-
-def default_batch_sizes(device: torch.device) -> tuple[int, ...]:
-    """The batch sizes of the preset a run on ``device`` uses by default (full on CUDA, quick otherwise)."""
-    return battery_batch_sizes("full" if device.type == "cuda" else "quick")
+    device = torch.device(device)
+    spec_sizes = load_definition(version).batch_sizes(resolve_preset(preset, device))
+    return tuple(sorted({*spec_sizes, forward_batch_size(device)}))
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, tol: float) -> bool:
@@ -193,9 +178,9 @@ def _output_checks(model: CanonicalModel, device: torch.device,
 def check_model_outputs(model: CanonicalModel, *, device: torch.device | str,
                         batch_sizes: tuple[int, ...] | None = None) -> None:
     """Raise SubmissionError unless ``model`` (already on ``device``) behaves as an evaluable classifier.
-    ``batch_sizes``: those the batteries will use (default: the default preset's on this device)."""
+    ``batch_sizes``: those the batteries will use (default: ``check_batch_sizes`` of the default preset)."""
     device = torch.device(device)
-    sizes = default_batch_sizes(device) if batch_sizes is None else tuple(batch_sizes)
+    sizes = check_batch_sizes(device=device) if batch_sizes is None else tuple(batch_sizes)
     with strict_fp32():
         for name, run in _output_checks(model, device, sizes):
             try:
@@ -205,7 +190,8 @@ def check_model_outputs(model: CanonicalModel, *, device: torch.device | str,
 
 
 def validate_submission(
-    path: str | Path, *, trust_code: bool = False, device: str = "cpu"
+    path: str | Path, *, trust_code: bool = False, device: str = "cpu", preset: str = "auto",
+    version: str | None = None,
 ) -> ValidationReport:
     """Run every loading step and output check, stopping at the first failure. Writes nothing (a ``url:``
     checkpoint is downloaded to the cache). An unknown device raises DeviceError before any check."""
@@ -254,7 +240,8 @@ def validate_submission(
     if ok:
         with strict_fp32():
             prefix = f"{state['file'].yaml_path}: model check "
-            ok = _run(_output_checks(state["model"], target, default_batch_sizes(target)), checks, prefix=prefix)
+            sizes = check_batch_sizes(preset, device=target, version=version)  # the sizes `run` checks too
+            ok = _run(_output_checks(state["model"], target, sizes), checks, prefix=prefix)
     file = state.get("file")
     return ValidationReport(
         ok=ok,

@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import math
-import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
-from ..battery import BatteryResult, EvalSet, Flag, RunContext, ShardOutput
-from ..errors import FxbenchError
+from ..battery import (
+    BatteryResult,
+    EvalSet,
+    Flag,
+    RunContext,
+    ShardOutput,
+    chunk_index,
+    chunk_keys,
+    seed_everything,
+)
+from ..models.device import model_device
 from ..registry import Registry
+from ..results.metric_ids import robust_id, robust_norm_column
 from ..results.metrics import LABEL, MetricDef
 from .attacks import ATTACKS
 from .cascade import CLEAN, ChunkOutcome, attack_chunk
@@ -22,16 +30,11 @@ from .config import RobustnessConfig, parse_config
 from .counting import CountingModel
 from .floor import CPU_PROBE_BATCH, measure_rates, required_passes, time_floor
 from .gaming import run_checks
+from .images import adv_key
 
-REPO = Path(__file__).resolve().parents[2]  # the transfer surrogate's model.yaml is relative to it
+REPO = Path(__file__).resolve().parents[2]  # the transfer surrogate's model.yaml is relative to the checkout
 
 NAME = "robustness"
-
-
-def model_device(model: torch.nn.Module, fallback: torch.device) -> torch.device:
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device
-    return fallback
 
 
 class RobustnessBattery:
@@ -52,32 +55,31 @@ class RobustnessBattery:
             self._surrogate = load_submission(path, device=str(device)).model
         return self._surrogate
 
-    def config(self, config: dict[str, Any]) -> RobustnessConfig:
-        return parse_config(config, registry=self.attacks)
+    def config(self, config: dict[str, Any] | RobustnessConfig) -> RobustnessConfig:
+        """The spec's mapping parsed and checked (a config parsed already is returned as it is)."""
+        return config if isinstance(config, RobustnessConfig) else parse_config(config, registry=self.attacks)
+
+    configure = config  # the Battery protocol's name: the runner parses once, at planning
 
     def shards(self, evalset: EvalSet, config: dict[str, Any]) -> list[str]:
         cfg = self.config(config)
-        return [f"chunk-{i:03d}" for i in range(len(evalset.chunks(cfg.chunk_size)))]
+        return chunk_keys(len(evalset.chunks(cfg.chunk_size)))
 
     def run_shard(self, key: str, *, model: torch.nn.Module, evalset: EvalSet, config: dict[str, Any],
                   ctx: RunContext) -> ShardOutput:
         cfg = self.config(config)
         chunks = evalset.chunks(cfg.chunk_size)
-        keys = self.shards(evalset, config)
-        if key not in keys:
-            raise FxbenchError(f"robustness: unknown shard {key!r}; this evaluation set has {keys[0]}..{keys[-1]}.")
-        lo, hi = chunks[keys.index(key)]
+        first = chunk_index(key, len(chunks), battery=NAME) == 0
+        lo, hi = chunks[chunk_index(key, len(chunks), battery=NAME)]
         seed = ctx.shard_seed(NAME, key)
-        torch.manual_seed(seed)
-        random.seed(seed)
-        np.random.seed(seed)
+        seed_everything(seed)  # as the runner does; again here, for callers of run_shard outside a run
         device = model_device(model, ctx.device)
         x, y, ids = evalset.x[lo:hi], evalset.y[lo:hi], list(evalset.ids[lo:hi])
 
         log = FlagCollector()
         counter = CountingModel(model)
         rates = None
-        if key == keys[0]:  # AutoAttack's model checks: once per run (the first shard), on real images
+        if first:  # AutoAttack's model checks: once per run (the first shard), on real images
             n_check = min(cfg.checks.model_points if cfg.checks else cfg.batch_size, len(ids))
             counter.phase = "check-model"
             run_model_checks(counter, x[:n_check].to(device), y[:n_check].to(device), log=log)
@@ -99,7 +101,12 @@ class RobustnessBattery:
             log.flags += rep.flags
             gaming = rep.info
             if surrogate is None and cfg.checks.transfer_points:
+                # A check that did not run says so where a reader looks (a flag), not only in `info`: fxbench
+                # installed from a wheel has no repository holding the surrogate submission.
                 gaming["transfer"] = {"skipped": f"surrogate {cfg.checks.transfer_surrogate} not found"}
+                log.flags.append(Flag("check-not-run", f"transfer check not run: its surrogate "
+                                      f"{cfg.checks.transfer_surrogate} is not under {REPO} (fxbench installed "
+                                      "outside its repository?); run from a checkout of the repository"))
         info = {
             "n": len(ids),
             "entering": outcome.entering,
@@ -139,14 +146,14 @@ class RobustnessBattery:
             square_check(acc_after, alpha=cfg.square_flag_alpha, log=log)
             curve.append({
                 "budget": b.id, "norm": b.norm, "eps": b.eps, "eps_spec": b.value,
-                "robust_accuracy": float(samples[f"robust/{b.id}/correct"].mean()),
+                "robust_accuracy": float(samples[robust_id(b.id, "correct")].mean()),
                 "robust_at_start": entering, "broken_by": breaks,
                 "seconds_by": {a.name: round(sum(i["seconds"][b.id][a.name] for i in infos), 3)
                                for a in cfg.attacks},
             })
         seconds = {a.name: round(sum(c["seconds_by"][a.name] for c in curve), 3) for a in cfg.attacks}
         info = {
-            "battery": f"{config.get('name', 'fxbench-AA')} v{config.get('version', '?')}",
+            "battery": cfg.label,
             "preset": ctx.preset,
             "leaderboard_grade": ctx.preset == "full",  # quick: fewer steps and budgets, a smoke run only
             "headline": cfg.headline,
@@ -179,7 +186,7 @@ class RobustnessBattery:
         black_box = [a.name for a in cfg.attacks if not self.attacks.get(a.name).white_box]
         for f in final:
             if f.code == "gradient-masking-suspected":
-                by_budget = {b.id: int(samples[f"robust/{b.id}/attack"].isin(black_box).sum()) for b in cfg.budgets}
+                by_budget = {b.id: int(samples[robust_id(b.id, "attack")].isin(black_box).sum()) for b in cfg.budgets}
                 f = Flag(f.code, f"The black-box attack ({', '.join(black_box)}) broke points that the white-box "
                                  f"attacks could not (points per budget, cumulative: {by_budget}): gradients may "
                                  f"be masked. {f.message}")
@@ -190,12 +197,12 @@ class RobustnessBattery:
 def metric_defs(cfg: RobustnessConfig) -> list[MetricDef]:
     out = []
     for b in cfg.budgets:
-        col = f"robust/{b.id}/correct"
+        col = robust_id(b.id, "correct")
         out += [
-            MetricDef(f"robust/{b.id}/accuracy", col, "mean"),
-            MetricDef(f"robust/{b.id}/balanced_accuracy", col, "balanced_accuracy"),
-            MetricDef(f"robust/{b.id}/sensitivity", col, "mean", where={LABEL: 1}),
-            MetricDef(f"robust/{b.id}/specificity", col, "mean", where={LABEL: 0}),
+            MetricDef(robust_id(b.id, "accuracy"), col, "mean"),
+            MetricDef(robust_id(b.id, "balanced_accuracy"), col, "balanced_accuracy"),
+            MetricDef(robust_id(b.id, "sensitivity"), col, "mean", where={LABEL: 1}),
+            MetricDef(robust_id(b.id, "specificity"), col, "mean", where={LABEL: 0}),
         ]
     return out
 
@@ -206,14 +213,14 @@ def _samples(o: ChunkOutcome) -> pd.DataFrame:
     for norm, out in o.norms.items():
         for k, b in enumerate(out.budgets):
             broken = [c and 0 <= out.first[i] <= k for i, c in enumerate(correct)]
-            cols[f"robust/{b.id}/correct"] = [float(c and not br) for c, br in zip(correct, broken)]
-            cols[f"robust/{b.id}/broken"] = broken
-            cols[f"robust/{b.id}/attack"] = [
+            cols[robust_id(b.id, "correct")] = [float(c and not br) for c, br in zip(correct, broken)]
+            cols[robust_id(b.id, "broken")] = broken
+            cols[robust_id(b.id, "attack")] = [
                 CLEAN if not c else (out.attack[i] if br else "") for i, (c, br) in enumerate(zip(correct, broken))
             ]
-            cols[f"robust/{b.id}/norm"] = [out.dist[i] if br else math.nan for i, br in enumerate(broken)]
+            cols[robust_id(b.id, "norm")] = [out.dist[i] if br else math.nan for i, br in enumerate(broken)]
         if norm == "linf" and out.budgets:
-            cols["robust/linf/min_eps_broken"] = [
+            cols[robust_norm_column("linf", "min_eps_broken")] = [
                 0.0 if not c else (out.budgets[out.first[i]].value if out.first[i] >= 0 else math.nan)
                 for i, c in enumerate(correct)
             ]
@@ -235,7 +242,7 @@ def _kept_images(o: ChunkOutcome, cfg: RobustnessConfig) -> dict[str, torch.Tens
             continue
         img = out.adv[i] if 0 <= out.first[i] <= k else final.get(i)
         if img is not None:
-            kept[f"adv/{head.id}/{o.ids[i]}"] = img.contiguous()
+            kept[adv_key(head.id, o.ids[i])] = img.contiguous()
     return kept
 
 

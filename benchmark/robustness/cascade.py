@@ -7,7 +7,6 @@ example (it is inside every larger ball) and is not attacked again.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass, field
 
@@ -15,6 +14,7 @@ import torch
 from pyautoattack.square import SquareAttack
 
 from .. import decision
+from ..battery import derive_seed
 from ..errors import EvaluationBug, ModelMisbehaviour
 from ..registry import Registry
 from . import apgd
@@ -55,9 +55,9 @@ class ChunkOutcome:
     steps: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
 
-def derive_seed(base: int, *parts: object) -> int:
-    h = hashlib.sha256("/".join(map(str, (base, *parts))).encode()).digest()
-    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
+def attack_seed(base: int, *parts: object) -> int:
+    """A seed for one attack call (pyautoattack wants a signed 32-bit int): ``battery.derive_seed``'s low 31 bits."""
+    return derive_seed(base, *parts, bits=31)
 
 
 def distance(adv: torch.Tensor, x: torch.Tensor, norm: str) -> torch.Tensor:
@@ -212,7 +212,7 @@ def attack_chunk(model: CountingModel, x: torch.Tensor, y: torch.Tensor, ids: li
                     xb, yb = x[sel.to(device)], y_dev[sel.to(device)]
                     batch_ids = [ids[i] for i in sel.tolist()]
                     attack = entry.build(model, norm=b.aa_norm, eps=b.eps, device=device, logger=log,
-                                         seed=derive_seed(seed, b.id, spec.name, n_batch), **spec.options)
+                                         seed=attack_seed(seed, b.id, spec.name, n_batch), **spec.options)
                     model.phase = spec.name
                     _sync(device)
                     t0 = time.perf_counter()

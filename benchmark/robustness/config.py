@@ -69,6 +69,7 @@ class RobustnessConfig:
     logit_rtol: float
     square_flag_alpha: float
     checks: GamingChecks | None = None
+    label: str = "fxbench-AA v?"  # the spec's name and version, as the result's components name the battery
 
     def budget(self, budget_id: str) -> Budget:
         for b in self.budgets:
@@ -156,6 +157,7 @@ def parse_config(config: dict[str, Any], *, registry: Registry) -> RobustnessCon
         l2_rtol=float(_need(verify, "l2_rtol", "verify.")),
         logit_rtol=float(_need(verify, "logit_rtol", "verify.")),
         square_flag_alpha=float(_need(config, "square_flag_alpha")),
+        label=f"{config.get('name', 'fxbench-AA')} v{config.get('version', '?')}",
     )
 
 

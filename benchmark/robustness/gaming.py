@@ -86,7 +86,7 @@ def run_checks(model: CountingModel, x: torch.Tensor, y: torch.Tensor, outcome, 
                registry, attack_options: dict[str, dict], largest_linf: Budget | None, headline: Budget,
                surrogate: torch.nn.Module | None, seed: int, device: torch.device,
                log) -> GamingReport:
-    from .cascade import derive_seed, predict, run_attack
+    from .cascade import attack_seed, predict, run_attack
 
     rep = GamingReport()
     x, y = x.to(device), y.to(device)
@@ -104,7 +104,7 @@ def run_checks(model: CountingModel, x: torch.Tensor, y: torch.Tensor, outcome, 
     n_checked, mismatches = 0, []
     for k, batch in enumerate(pts):
         n, bad = finite_differences(model, batch, step=checks.fd_step, rtol=checks.fd_rtol,
-                                    seed=derive_seed(seed, "fd", k))
+                                    seed=attack_seed(seed, "fd", k))
         n_checked += n
         mismatches += bad
     rep.info["finite_differences"] = {"checked": n_checked, "mismatched": len(mismatches),
@@ -126,7 +126,7 @@ def run_checks(model: CountingModel, x: torch.Tensor, y: torch.Tensor, outcome, 
             model.phase = "check-unbounded"
             entry = registry.get(checks.unbounded_attack)
             attack = entry.build(model, norm="Linf", eps=checks.unbounded_eps, device=device, logger=log,
-                                 seed=derive_seed(seed, "unbounded"), **attack_options[checks.unbounded_attack])
+                                 seed=attack_seed(seed, "unbounded"), **attack_options[checks.unbounded_attack])
             adv = run_attack(attack, x[robust].clone(), y[robust].clone()).adv
             still = (predict(model, adv.detach(), len(robust)) == y[robust]).cpu()
             # Breakable for sure: some image in [0, 1] is predicted as the other class (eps = 1 reaches it).
@@ -150,7 +150,7 @@ def run_checks(model: CountingModel, x: torch.Tensor, y: torch.Tensor, outcome, 
             sur.phase = "check-transfer-surrogate"
             entry = registry.get(checks.transfer_attack)
             attack = entry.build(sur, norm=headline.aa_norm, eps=headline.eps, device=device, logger=log,
-                                 seed=derive_seed(seed, "transfer"), **attack_options[checks.transfer_attack])
+                                 seed=attack_seed(seed, "transfer"), **attack_options[checks.transfer_attack])
             adv = run_attack(attack, x[robust].clone(), y[robust].clone()).adv
             model.phase = "check-transfer"
             broke = int((predict(model, adv.detach(), len(robust)) != y[robust]).sum())

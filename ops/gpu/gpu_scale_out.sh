@@ -3,10 +3,10 @@
 # Prints both wall times, their ratio, and whether every samples.parquet is byte-identical (docs/scale-out.md).
 #
 # Usage (GPU machine, fxbench and ray importable, a prepared dataset):
-#   bash scripts/gpu_scale_out.sh --data DIR [--device cuda] [--preset quick] [--limit N] [--gpus-per-task F]
-# CPU smoke test: bash scripts/gpu_scale_out.sh --device cpu --limit 4
+#   bash ops/gpu/gpu_scale_out.sh --data DIR [--device cuda] [--preset quick] [--limit N] [--gpus-per-task F]
+# CPU smoke test: bash ops/gpu/gpu_scale_out.sh --device cpu --limit 4
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 DEVICE=cuda PRESET=quick DATA=() LIMIT=() GPT=() OUT=${OUT:-/tmp/fxbench-scale-out}
 while [ $# -gt 0 ]; do
   case "$1" in

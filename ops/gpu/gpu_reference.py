@@ -9,7 +9,7 @@ attack can change its answer), so its row reads every other row against chance; 
 to the input is exactly zero, so its attribution maps are all-zero (what the explanation battery does
 with that is part of what the row shows).
 
-Usage: python3 scripts/gpu_reference.py [--out submissions]   (deterministic: the same bytes every time)
+Usage: python3 ops/gpu/gpu_reference.py [--out submissions]   (deterministic: the same bytes every time)
 """
 
 from __future__ import annotations
@@ -89,6 +89,8 @@ def build(out: Path) -> Path:
         "training": {"adversarial": False, "method": "none (constant classifier)"},
         "extra": {"reference": "constant-no-fracture", "logits": [BIAS, -BIAS], "seed": 0},
     }
+    # The committed files name the script's old path (scripts/): model.yaml's bytes are hashed into the committed
+    # results (yaml_sha256), so the text stays as it was when they were written.
     (folder / "model.yaml").write_text(
         "# Written by scripts/gpu_reference.py.\n" + yaml.safe_dump(spec, sort_keys=False), encoding="utf-8"
     )

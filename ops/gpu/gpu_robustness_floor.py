@@ -8,8 +8,8 @@ and reports wall time, floor = the time the passes the spec REQUIRES take at the
 (fxbench.robustness.floor: each point attacked until it breaks, nothing evaluated twice), wall / floor, and
 the passes done against the passes required.
 
-    python scripts/gpu_robustness_floor.py                       # CUDA, full preset, 64 images
-    python scripts/gpu_robustness_floor.py --device cpu --small  # smoke test: quick preset, 4 images
+    python ops/gpu/gpu_robustness_floor.py                       # CUDA, full preset, 64 images
+    python ops/gpu/gpu_robustness_floor.py --device cpu --small  # smoke test: quick preset, 4 images
 
 Writes $OUT/gpu_robustness_floor.json when OUT is set.
 """

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Build .gpu/ for scripts/gpu_v2.sh: the payload a GPU window needs beside the working tree (wheels of the
+# Build .gpu/ for ops/gpu/gpu_v2.sh: the payload a GPU window needs beside the working tree (wheels of the
 # dependencies the device image lacks, pyautoattack's sources, the prepared dataset as lossless WebP,
 # and what earlier windows brought back), split into call folders .gpu/call-1, .gpu/call-2, ... each small
 # enough to travel with the working tree in one device call (64 MiB in all). Prints the calls to make.
 #
-# Usage: bash scripts/gpu_pack.sh [--prepared DIR | --source FRACATLAS_DIR] [--prev DIR] [--limit-mib N]
+# Usage: bash ops/gpu/gpu_pack.sh [--prepared DIR | --source FRACATLAS_DIR] [--prev DIR] [--limit-mib N]
 #   --prepared DIR  a prepared dataset (fxbench data prepare); default: prepare one from --source
 #   --source DIR    FracAtlas release (default $FXBENCH_FRACATLAS, else ../shared/data/fracatlas beside the repo)
 #   --prev DIR      state-*.tar files fetched from earlier windows (default .gpu/prev when present): the
@@ -12,7 +12,7 @@
 #   --limit-mib N   what one call may carry with the tree (default 64; 1 MiB is kept as a margin)
 # Needs: the project's virtualenv active (fxbench importable), pip reaching PyPI (wheels, first time only).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 ROOT=$PWD
 PREPARED="" SOURCE=${FXB_SOURCE:-${FXBENCH_FRACATLAS:-$ROOT/../shared/data/fracatlas}} PREV="" LIMIT_MIB=64
 while [ $# -gt 0 ]; do
@@ -68,7 +68,7 @@ if [ -z "$PREPARED" ]; then
 fi
 FP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["fingerprint"])' "$PREPARED/fxbench.json")
 if [ ! -f "$PAYLOAD/data/fxbench.json" ] || ! grep -q "$FP" "$PAYLOAD/data/fxbench.json"; then
-  python3 scripts/gpu_pack_data.py "$PREPARED" "$PAYLOAD/data" --workers "$(nproc)"
+  python3 ops/gpu/gpu_pack_data.py "$PREPARED" "$PAYLOAD/data" --workers "$(nproc)"
 fi
 
 # 3. Resume: from earlier windows' state tars, what the next window needs (result.json of finished results
@@ -76,7 +76,7 @@ fi
 rm -rf "$PAYLOAD/resume"
 if [ -n "$PREV" ] && compgen -G "$PREV/*.tar" >/dev/null; then
   mkdir -p "$PAYLOAD/resume"
-  python3 scripts/gpu_v2.py slim-resume "$PREV" "$PAYLOAD/resume/resume.tar" --repo "$ROOT"
+  python3 ops/gpu/gpu_v2.py slim-resume "$PREV" "$PAYLOAD/resume/resume.tar" --repo "$ROOT"
 fi
 
 # 4. Split the payload over calls: each carries one part beside the tree (tracked + untracked files).
@@ -106,6 +106,6 @@ print(f"payload {pid}: {sum(e['bytes'] for e in entries) / MiB:.1f} MiB in {len(
 for i, e in enumerate(entries, 1):
     last = i == len(entries)
     print(f"  call {i}: carry [\".gpu/call-{i}\"] ({e['bytes'] / MiB:.1f} MiB), command: "
-          + ("timeout 575 bash scripts/gpu_v2.sh  (timeout_s 600: the work runs in this call)" if last
-             else "bash scripts/gpu_v2.sh  (timeout_s 120: stashes the part; make the next call at once, the machine stays warm 30 s)"))
+          + ("timeout 575 bash ops/gpu/gpu_v2.sh  (timeout_s 600: the work runs in this call)" if last
+             else "bash ops/gpu/gpu_v2.sh  (timeout_s 120: stashes the part; make the next call at once, the machine stays warm 30 s)"))
 PY

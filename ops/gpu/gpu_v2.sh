@@ -7,19 +7,19 @@
 # Up to FXB_JOBS (default 6) jobs share the GPU; every finished job is packed at once into $OUT as at most 7
 # self-contained tars state-N.tar (<= 15 MiB each, <= 60 MiB in all, most valuable first) + gpu_v2.log.
 #
-# Data and wheels travel as a payload built by scripts/gpu_pack.sh, split over one or more calls
+# Data and wheels travel as a payload built by ops/gpu/gpu_pack.sh, split over one or more calls
 # (.gpu/call-1, .gpu/call-2, ...: carry one per call). Each call stashes its part on the machine (FXB_STASH,
 # default /var/tmp/fxbench-gpu, kept while the machine stays warm); the work starts in the call that brings
 # the last part. What did not fit in $OUT is shipped by the next call on the same warm machine.
 #
-# Usage (device machine): timeout 575 bash scripts/gpu_v2.sh            (the command the lead runs)
-#        (CPU test)       bash scripts/gpu_v2.sh --device cpu --small --data DIR --stash DIR
+# Usage (device machine): timeout 575 bash ops/gpu/gpu_v2.sh            (the command the lead runs)
+#        (CPU test)       bash ops/gpu/gpu_v2.sh --device cpu --small --data DIR --stash DIR
 # Options: --device cuda|cpu  --small (tiny models, 4 images: CPU tests)  --data DIR (prepared dataset; default:
 # the payload's)  --stash DIR  --deadline S (default 540: seconds for the whole script)  --jobs K
 # --only NAMES (comma-separated job names or ids)  --pack-only (ship what the last call could not)
 # --resume DIR (state-*.tar of earlier windows; default: the payload's resume/, made by gpu_pack.sh --prev)
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 ROOT=$PWD
 START=$(date +%s)
 DEVICE=cuda SMALL=() DATA="" STASH=${FXB_STASH:-/var/tmp/fxbench-gpu} DEADLINE=${FXB_DEADLINE_S:-540}
@@ -50,7 +50,7 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,dri
 
 # 1. Payload: stash this call's part; unpack once all parts are here.
 if [ -z "$DATA" ]; then
-  python3 scripts/gpu_v2.py assemble --stash "$STASH" --repo "$ROOT"
+  python3 ops/gpu/gpu_v2.py assemble --stash "$STASH" --repo "$ROOT"
   rc=$?
   if [ $rc -ne 0 ]; then
     echo "=== payload incomplete: part stashed on this machine; run the next call (carry the next .gpu/call-N)"
@@ -74,9 +74,9 @@ python3 -c 'import fxbench, torch, timm; print("fxbench", fxbench.__file__, "| t
   || { echo "=== fxbench cannot be imported: see above"; exit 1; }
 
 # 3. What came back from earlier calls on this machine is on the lead's side: do not ship it again.
-python3 scripts/gpu_v2.py mark-shipped --work "$WORK"
+python3 ops/gpu/gpu_v2.py mark-shipped --work "$WORK"
 if [ $PACK_ONLY = 1 ]; then
-  python3 scripts/gpu_v2.py pack --work "$WORK" --out "$OUT"; ls -la "$OUT"; exit 0
+  python3 ops/gpu/gpu_v2.py pack --work "$WORK" --out "$OUT"; ls -la "$OUT"; exit 0
 fi
 RESUME=()
 [ -z "$RESUME_DIR" ] && [ -d "$PAYLOAD/resume" ] && RESUME_DIR=$PAYLOAD/resume
@@ -84,7 +84,7 @@ RESUME=()
 
 # 4. The plan, under the deadline (seconds left for the whole script, minus what setup took).
 LEFT=$(( DEADLINE - ($(date +%s) - START) ))
-python3 scripts/gpu_v2.py run --data "$DATA" --work "$WORK" --out "$OUT" --device "$DEVICE" --deadline "$LEFT" \
+python3 ops/gpu/gpu_v2.py run --data "$DATA" --work "$WORK" --out "$OUT" --device "$DEVICE" --deadline "$LEFT" \
   --jobs "$JOBS" "${SMALL[@]}" "${ONLY[@]}" "${RESUME[@]}"
 echo "=== done in $(( $(date +%s) - START )) s"
 ls -la "$OUT"

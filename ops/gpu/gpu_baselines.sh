@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train the fxbench baselines on one GPU, then evaluate each with `fxbench run`, all in one run of < 10 min.
-# Run from anywhere: bash scripts/gpu_baselines.sh. Everything that must come back is packed under $OUT:
+# Run from anywhere: bash ops/gpu/gpu_baselines.sh. Everything that must come back is packed under $OUT:
 # one tar per baseline (submissions/<id>/ + results/<id>/; split into 15 MiB parts if larger than 16 MB),
 # timings.tsv and this script's log.
 #
@@ -18,7 +18,7 @@
 #   FXB_WORK        where submissions/ and results/ are written (default: the repository root)
 #   OUT             output folder (default: ./out)
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 ROOT=$PWD
 OUT=${OUT:-$ROOT/out}
 mkdir -p "$OUT"
@@ -36,8 +36,8 @@ export PYTHONUNBUFFERED=1
 
 # fxbench importable: where it is not, the repository's environment script (carried wheels in .gpu/), and
 # failing that a link to benchmark/.
-if ! python3 -c 'import fxbench.cli' 2>/dev/null && [ -f scripts/gpu_env.sh ] && [ -d .gpu ]; then
-  source scripts/gpu_env.sh
+if ! python3 -c 'import fxbench.cli' 2>/dev/null && [ -f ops/gpu/gpu_env.sh ] && [ -d .gpu ]; then
+  source ops/gpu/gpu_env.sh
 fi
 if ! python3 -c 'import fxbench' 2>/dev/null; then
   mkdir -p /tmp/fxb_src && ln -sfn "$ROOT/benchmark" /tmp/fxb_src/fxbench
@@ -96,5 +96,5 @@ if [ "${FXB_SKIP_EVAL:-0}" != 1 ]; then
 fi
 
 echo "=== summary ($(( $(date +%s) - START )) s in all)"
-python3 scripts/gpu_summary.py "$OUT/timings.tsv" --submissions "$WORK/submissions" --results "$WORK/results" || true
+python3 ops/gpu/gpu_summary.py "$OUT/timings.tsv" --submissions "$WORK/submissions" --results "$WORK/results" || true
 ls -la "$OUT"

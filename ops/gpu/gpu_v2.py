@@ -1,7 +1,7 @@
-"""Helpers of scripts/gpu_v2.sh: assemble the carried payload, train one v2 baseline, run the job plan under a
+"""Helpers of ops/gpu/gpu_v2.sh: assemble the carried payload, train one v2 baseline, run the job plan under a
 deadline, and pack what is finished into at most 7 tars under $OUT (plus the log = 8 files).
 
-Subcommands (python3 scripts/gpu_v2.py CMD --help):
+Subcommands (python3 ops/gpu/gpu_v2.py CMD --help):
   assemble  put the carried payload parts (.gpu/call-*/) into the stash; unpack the payload once all are there
   train     train one baseline config with fxbench.training (a time guard from the window's time left)
   run       the job plan in order of value, K jobs at a time on one device, packing after every finished job
@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MIB = 2**20
 
 # --- the plan, in order of value ---------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Compact table of the GPU baseline run: timings, selected epoch, holdout and benchmark headline numbers.
 
-Usage: python3 scripts/gpu_summary.py OUT/timings.tsv --submissions submissions --results results
+Usage: python3 ops/gpu/gpu_summary.py OUT/timings.tsv --submissions submissions --results results
 Reads only files (no fxbench import), so it also works where fxbench's dependencies are missing.
 """
 

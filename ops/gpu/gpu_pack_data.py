@@ -5,7 +5,7 @@ holds the same pixels in about 40 MiB (method 6 saves 1.6% more at 15 times the 
 and its pixel sha256 compared with the dataset's own `image_pixels_sha256` column before anything is
 written, so the copy keeps the original's fingerprint honestly (fxbench.json is copied unchanged).
 
-Usage: python3 scripts/gpu_pack_data.py PREPARED_DIR OUT_DIR [--workers N] [--limit-per-split N]
+Usage: python3 ops/gpu/gpu_pack_data.py PREPARED_DIR OUT_DIR [--workers N] [--limit-per-split N]
 (--limit-per-split keeps the first N images of each split and label: a small dataset for CPU tests; its fxbench.json
 then names a different fingerprint and it is never leaderboard-eligible).
 """

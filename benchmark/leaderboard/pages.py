@@ -1,0 +1,194 @@
+"""The site's pages beyond the boards: one per submission (facts, files, reproduction, flags, curve, gallery,
+every metric), the explanation methods view and the per-version gallery."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from html import escape
+from typing import Any
+
+from . import fmt
+from .markup import NONE, Links, date_text, extra_data, page, td, th
+from .store import StoredResult
+from .tables import MethodsView, training_text
+
+
+def _definition(d: dict[str, Any]) -> str:
+    where = " and ".join(f"{k} = {v}" for k, v in sorted(d["where"].items()))
+    return f"{d['reduce']}({d['column']})" + (f" where {where}" if where else "")
+
+
+@dataclass(frozen=True)
+class SubmissionFiles:
+    """What the submission page links besides its numbers, as hrefs relative to the page (None: not
+    available). ``yaml_note``: why the model.yaml link comes with a warning (it changed since the run)."""
+
+    model_card: str | None = None
+    model_yaml: str | None = None
+    weights: str | None = None
+    weights_label: str = ""
+    result_json: str | None = None
+    samples: str | None = None
+    yaml_note: str = ""
+
+
+def reproduce_command(r: StoredResult) -> str:
+    """The `fxbench run` line that recomputes this result (same preset, device kind, seed, limit)."""
+    b = r.result["benchmark"]
+    prov = r.result.get("provenance") or {}
+    device = str(prov.get("device") or "")
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    parts = ["fxbench", "run", f"submissions/{r.id}/model.yaml", "--preset", str(b["preset"]), "--device", kind]
+    if isinstance(prov.get("seed"), int) and not isinstance(prov.get("seed"), bool):
+        parts += ["--seed", str(prov["seed"])]
+    if isinstance(b.get("limit"), int) and not isinstance(b.get("limit"), bool):
+        parts += ["--limit", str(b["limit"])]
+    return " ".join(parts)
+
+
+def _a(href: str | None, text: str, *, download: bool = False) -> str:
+    if not href:
+        return ""
+    return f"<a href=\"{escape(href)}\"{' download' if download else ''}>{escape(text)}</a>"
+
+
+def submission_page(r: StoredResult, *, has_curve: bool, img_root: str = "", links: Links = Links(),
+                    files: SubmissionFiles = SubmissionFiles()) -> str:
+    s = r.result["submission"]
+    b = r.result["benchmark"]
+    url = s.get("url") or ""
+    link = f"<a href=\"{escape(url)}\">{escape(url)}</a>" if url.startswith(("https://", "http://")) else ""
+    n = s.get("n_parameters")
+    facts = [
+        ("id", f"<code>{escape(r.id)}</code>"),
+        ("authors", escape(", ".join(str(a) for a in s.get("authors") or []))),
+        ("paper / code", link),  # left out when the submission gives none (never a blank row)
+        ("license", escape(str(s.get("license") or ""))),
+        ("architecture", escape(str(s.get("architecture") or ""))),
+        ("parameters", escape(f"{n:,}") if isinstance(n, int) and not isinstance(n, bool) and n > 0 else ""),
+        ("training", escape(training_text(s.get("training") or {}))),
+        ("extra training data", "" if extra_data(s.get("training") or {}) == NONE
+         else extra_data(s.get("training") or {})),
+        ("benchmark", escape(f"{b['version']}, preset {b['preset']}, config {b['config_hash']}")),
+        ("dataset", escape(f"{b['dataset']['name']} ({b['dataset']['n']} images), fingerprint "
+                           f"{b['dataset']['fingerprint'][:16]}...")),
+        ("evaluated", "" if date_text(r.result.get("provenance") or {}) == NONE else date_text(r.result["provenance"])),
+        ("device", escape(str(r.result["provenance"].get("device", "")))),
+    ]
+    parts = [f"<h1>{escape(r.name)}</h1>",
+             "<dl>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts if v) + "</dl>"]
+    items = [
+        _a(files.model_card, "model card (README.md)"),
+        _a(files.model_yaml, "model.yaml") + (f" <em>{escape(files.yaml_note)}</em>" if files.yaml_note else ""),
+        _a(files.weights, files.weights_label or "weights"),
+        _a(files.result_json, "result file (result.json)", download=True),
+        _a(files.samples, "per-sample table (parquet)", download=True),
+    ]
+    items = [i for i in items if i]
+    sha = escape(str(s.get("checkpoint_sha256") or ""))
+    parts.append("<h2>Files and reproduction</h2>\n"
+                 + ("<ul class=\"files\">" + "".join(f"<li>{i}</li>" for i in items) + "</ul>\n" if items else "")
+                 + (f"<p>Weights sha256 <code>{sha}</code>.</p>\n" if sha else "")
+                 + "<p>Recompute this result (after <code>fxbench data prepare</code> of the FracAtlas release with "
+                 f"fingerprint <code>{escape(b['dataset']['fingerprint'][:16])}...</code>), then compare the two "
+                 "with <code>fxbench compare</code>:</p>\n"
+                 f"<pre class=\"command\"><code>{escape(reproduce_command(r))}</code></pre>")
+    if r.flags:
+        parts.append("<h2>Flags</h2><ul class=\"flags\">" + "".join(
+            f"<li><span class=\"flag\">{escape(f['code'])}</span> {escape(f['message'])}</li>" for f in r.flags
+        ) + "</ul>")
+    if has_curve:
+        parts.append(f"<h2>Robustness curve</h2>\n<a href=\"{r.id}/robustness.png\"><img src=\"{r.id}/robustness.png\" "
+                     "alt=\"robust accuracy against the L-inf budget\" width=\"500\" height=\"340\"></a>")
+    if r.gallery:
+        parts.append("<h2>Explanation gallery</h2>\n<p>Click an image for its full size.</p>\n<div class=\"gallery\">")
+        for rel in r.gallery:
+            caption = rel.split("/", 1)[1].removesuffix(".png")
+            src = f"{img_root}{r.id}/{escape(rel)}"
+            parts.append(f"<figure><a href=\"{src}\"><img src=\"{src}\" alt=\"{escape(caption)}\" "
+                         "loading=\"eager\"></a>"
+                         f"<figcaption>{escape(caption)}</figcaption></figure>")
+        parts.append("</div>")
+    rows = []
+    for mid, m in sorted(r.metrics.items()):
+        rows.append("<tr>" + "".join([
+            td(f"<code>{escape(mid)}</code>"),
+            td(fmt.num(m["value"], 4), fmt.sort_value(m), "num"),
+            td(escape(f"[{fmt.num(m['ci_low'], 4)}, {fmt.num(m['ci_high'], 4)}]"), cls="num"),
+            td(str(m["n"]), str(m["n"]), "num"),
+            td("higher" if m["higher_is_better"] else "lower"),
+            td(escape(_definition(m["definition"])) + (f" <em>{escape(m['note'])}</em>" if m.get("note") else "")),
+        ]) + "</tr>")
+    head = "".join(th(h, k) for h, k in [("metric", "text"), ("value", "number"), ("95% CI", "text"),
+                                         ("n", "number"), ("better", "text"), ("definition", "text")])
+    parts.append(f"<h2>All metrics</h2>\n<p><label>Filter <input type=\"search\" id=\"filter\" "
+                 f"placeholder=\"e.g. xai/saliency\"></label></p>\n<table class=\"sortable\" id=\"metrics\" data-noun=\"metric\">"
+                 f"<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody></table>")
+    components = r.result.get("components") or {}
+    if components:
+        blob = json.dumps(components, sort_keys=True, indent=2, ensure_ascii=False)
+        parts.append(f"<details><summary>Battery details</summary><pre>{escape(blob)}</pre></details>")
+    return page(f"{r.name} - fxbench", "\n".join(parts), root="../", links=links)
+
+
+def _scores_table(view: MethodsView, scores: dict, table_id: str) -> str:
+    head = th("method", "text") + "".join(
+        th(f"{c.group.replace('_', ' ')}: {c.header}", "number") for c in view.columns)
+    rows = []
+    for m in view.methods:
+        cls = " class=\"reference\"" if m in view.references else ""
+        label = f"{escape(m)} <em>(reference)</em>" if m in view.references else escape(m)
+        cells = [td(label)]
+        for c in view.columns:
+            s = scores.get((m, c.key))
+            if s is None:
+                cells.append(td("", "", "num"))
+            elif isinstance(s, dict):
+                cells.append(td(escape(fmt.metric(s) or fmt.NA), fmt.sort_value(s), "num"))
+            else:
+                cells.append(td(escape(fmt.with_ci(s.value, s.ci_low, s.ci_high)),
+                                 "" if s.value is None else repr(s.value), "num"))
+        rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
+    return (f"<table class=\"sortable\" id=\"{table_id}\"><thead><tr>{head}</tr></thead>\n<tbody>\n"
+            + "\n".join(rows) + "\n</tbody></table>")
+
+
+def methods_page(view: MethodsView, *, links: Links = Links()) -> str:
+    parts = [
+        f"<h1>Explanation methods, benchmark {escape(view.version)}</h1>",
+        ("<p>Attribution methods as rows, scores as columns. Pooled: the mean of the submissions' scores, "
+         "with a 95% bootstrap CI that resamples the images shared by all of them (stratified by label). "
+         "Reference maps (random, edge, centre; the mask is the ceiling) are the rows to beat.</p>"),
+        "<h2>Pooled over submissions</h2>", _scores_table(view, view.pooled, "methods-pooled"),
+    ]
+    for sid in sorted(view.per_submission):
+        parts.append(f"<h2 id=\"{escape(sid)}\">{escape(sid)}</h2>")
+        parts.append(_scores_table(view, view.per_submission[sid], f"methods-{sid}"))
+    return page(f"Explanation methods {view.version} - fxbench", "\n".join(parts), root="../", links=links)
+
+
+def gallery_page(version: str, results: list[StoredResult], *, img_root: str = "", links: Links = Links()) -> str:
+    """One page per version: for each gallery image (the battery picks the same images for every
+    submission), one row per submission, so the same radiograph can be read across models."""
+    by_image: dict[str, dict[str, list[str]]] = {}
+    for r in sorted(results, key=lambda r: r.id):
+        for rel in r.gallery:
+            parts = rel.split("/")
+            if len(parts) >= 3:
+                by_image.setdefault(parts[1], {}).setdefault(r.id, []).append(rel)
+    out = [f"<h1>Benchmark {escape(version)}: explanation gallery, image by image</h1>",
+           "<p>The same images for every submission (chosen by mask size, see docs/explanations.md); each "
+           "picture shows the clean image and, where the attack stored one, the attacked image, with the "
+           "expert mask in cyan. References are the rows to beat.</p>"]
+    for image_id in sorted(by_image):
+        out.append(f"<h2>{escape(image_id)}</h2>")
+        for sid, rels in sorted(by_image[image_id].items()):
+            out.append(f"<h3>{escape(sid)}</h3>\n<div class=\"gallery\">")
+            for rel in sorted(rels, key=lambda x: ("/references/" in x, x)):
+                cap = rel.split("/", 2)[2].removesuffix(".png")
+                src = f"{img_root}{escape(sid)}/{escape(rel)}"
+                out.append(f"<figure><a href=\"{src}\"><img src=\"{src}\" alt=\"{escape(cap)}\" "
+                           f"loading=\"lazy\"></a><figcaption>{escape(sid)}: {escape(cap)}</figcaption></figure>")
+            out.append("</div>")
+    return page(f"fxbench {version} gallery", "\n".join(out), root="../", links=links)

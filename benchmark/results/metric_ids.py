@@ -1,0 +1,203 @@
+"""Metric ids: the one grammar of the per-sample columns and metric ids of every battery (benchmark/README.md,
+"Metric ids"). Batteries build ids with the builders here; the leaderboard and ``compare`` read them with
+``parse`` / ``try_parse``; nothing else formats or splits an id by hand.
+
+Grammar (each NAME snake_case from ``[a-z0-9_.+-]``, never "nan_reason")::
+
+    id       := clean | robust | xai
+    clean    := "clean/" METRIC                              clean/accuracy, clean/p_fracture (a column)
+    robust   := "robust/" THREAT "/" METRIC                  robust/linf-4/accuracy, robust/linf-4/broken
+              | "robust/" NORM "/" METRIC                    per-norm column: robust/linf/min_eps_broken
+    THREAT   := NORM "-" EPS                                 linf-4 (eps 4/255), l2-1.75 (eps in pixels)
+    NORM     := "linf" | "l2"
+    xai      := "xai/" METHOD "/" METRIC ["/" VARIANT]       xai/saliency/pointing_game[/hardware]
+              | "xai/" IMAGE                                 per-image columns: xai/mask_px, xai/mask_tercile,
+              | "xai/adv-" THREAT "/" IMAGE                  xai/detected, xai/adv-linf-4/flipped
+    VARIANT  := SUBGROUP                                     hardware, no_hardware, region-hand, mask-small,
+                                                             detected, missed
+              | "vs-best-ref"                                minus the best trivial reference, per image
+              | "adv-" THREAT ["/" ("flipped" | "not_flipped")]   on the attacked images
+              | "drop-" THREAT                               clean minus attacked
+
+A METHOD (attribution method or reference map) or IMAGE column never starts with "adv-". The NaN reasons of a per-sample
+column sit in ``<column>/nan_reason`` (``reason_column``): not a metric id.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+CLEAN, ROBUST, XAI = "clean", "robust", "xai"
+FAMILIES = (CLEAN, ROBUST, XAI)
+NORMS = ("linf", "l2")
+VS_REF = "vs-best-ref"
+FLIP_PARTS = ("flipped", "not_flipped")  # split of an adv- variant by whether the attack flipped the label
+REASON = "nan_reason"
+NORM_COLUMNS = ("min_eps_broken",)  # per-norm per-sample columns (robust/<norm>/<name>): never metric ids
+
+NAME = re.compile(r"[a-z0-9_.+-]+")
+THREAT = re.compile(r"(linf|l2)-([0-9]+(?:\.[0-9]+)?)")
+_ATTACK_VARIANT = re.compile(rf"(adv|drop)-({THREAT.pattern})(?:/({'|'.join(FLIP_PARTS)}))?")
+
+
+@dataclass(frozen=True)
+class MetricId:
+    """A parsed id. ``str(mid)`` gives the id back."""
+
+    family: str  # clean | robust | xai
+    metric: str  # the score or column name (an xai per-image column: mask_px, flipped, ...)
+    threat: str | None = None  # robust: the budget; xai: the attack of an adv-/drop- variant or image column
+    method: str | None = None  # xai: the attribution method or reference map; None for a per-image column
+    variant: str | None = None  # xai: what follows METHOD/METRIC (a subgroup, vs-best-ref, adv-/drop-...);
+    # robust: the norm of a per-norm column (threat None)
+
+    def __str__(self) -> str:
+        if self.family == CLEAN:
+            return clean_id(self.metric)
+        if self.family == ROBUST:
+            if self.threat is None:
+                return robust_norm_column(self.variant, self.metric)
+            return robust_id(self.threat, self.metric)
+        if self.method is None:
+            return xai_image_id(self.metric, threat=self.threat)
+        return xai_id(self.method, self.metric, variant=self.variant)
+
+    @property
+    def headline(self) -> bool:
+        """An xai METHOD/METRIC score without a variant (the leaderboard's localisation columns)."""
+        return self.family == XAI and self.method is not None and self.variant is None
+
+    @property
+    def attack_part(self) -> str | None:
+        """``adv`` or ``drop`` for an under-attack xai variant, else None."""
+        m = _ATTACK_VARIANT.fullmatch(self.variant or "") if self.family == XAI else None
+        return m.group(1) if m else None
+
+    @property
+    def under_attack(self) -> bool:
+        """An xai score on attacked images (``adv-<threat>``, its flipped split, or ``drop-<threat>``)."""
+        return self.attack_part is not None
+
+
+def _name(part: str, what: str) -> str:
+    if not isinstance(part, str) or not NAME.fullmatch(part) or part == REASON:
+        raise ValueError(f"metric id: {what} {part!r} is not a name of [a-z0-9_.+-]")
+    return part
+
+
+def is_threat(text: str) -> bool:
+    return THREAT.fullmatch(text) is not None
+
+
+def _threat(threat: str | None) -> str:
+    if threat is None or not is_threat(threat):
+        raise ValueError(f"metric id: threat {threat!r} is not <linf|l2>-<eps>")
+    return threat
+
+
+def threat_parts(threat: str) -> tuple[str, float]:
+    """(norm, eps as written: 1/255 units for linf, pixels for l2)."""
+    m = THREAT.fullmatch(_threat(threat))
+    return m.group(1), float(m.group(2))
+
+
+def threat_sort_key(threat: str) -> tuple[bool, float]:
+    """L-inf first, then L2; by size within a norm."""
+    norm, eps = threat_parts(threat)
+    return norm != "linf", eps
+
+
+# -- builders -----------------------------------------------------------------------------------------------
+
+
+def clean_id(metric: str) -> str:
+    return f"{CLEAN}/{_name(metric, 'metric')}"
+
+
+def robust_id(threat: str, metric: str) -> str:
+    return f"{ROBUST}/{_threat(threat)}/{_name(metric, 'metric')}"
+
+
+def robust_norm_column(norm: str, metric: str) -> str:
+    """A per-sample column about every budget of one norm (e.g. the smallest eps that broke the image)."""
+    if norm not in NORMS or metric not in NORM_COLUMNS:
+        raise ValueError(f"metric id: robust/{norm}/{metric} is not a per-norm column ({NORMS} x {NORM_COLUMNS})")
+    return f"{ROBUST}/{norm}/{_name(metric, 'metric')}"
+
+
+def xai_id(method: str, metric: str, *, variant: str | None = None) -> str:
+    if _name(method, "method").startswith("adv-"):
+        raise ValueError(f"metric id: method {method!r} must not start with 'adv-'")
+    out = f"{XAI}/{method}/{_name(metric, 'metric')}"
+    if variant is None:
+        return out
+    if "/" in variant and not _ATTACK_VARIANT.fullmatch(variant):
+        raise ValueError(f"metric id: variant {variant!r} has a '/' but is not adv-<threat>/<flip part>")
+    for part in variant.split("/"):
+        _name(part, "variant")
+    return f"{out}/{variant}"
+
+
+def adv_variant(threat: str, part: str | None = None) -> str:
+    """``adv-<threat>``: the score on the attacked images; with ``part`` their flipped / not_flipped split."""
+    if part is not None and part not in FLIP_PARTS:
+        raise ValueError(f"metric id: {part!r} is not one of {FLIP_PARTS}")
+    return f"adv-{_threat(threat)}" + (f"/{part}" if part else "")
+
+
+def drop_variant(threat: str) -> str:
+    """``drop-<threat>``: the clean score minus the score on the attacked image."""
+    return f"drop-{_threat(threat)}"
+
+
+def xai_image_id(name: str, *, threat: str | None = None) -> str:
+    """A per-image xai column: ``xai/<name>``, or ``xai/adv-<threat>/<name>`` about the stored attacked point."""
+    if _name(name, "column").startswith("adv-"):
+        raise ValueError(f"metric id: column {name!r} must not start with 'adv-'")
+    return f"{XAI}/" + (f"adv-{_threat(threat)}/" if threat is not None else "") + name
+
+
+def reason_column(column: str) -> str:
+    """The per-sample column holding why ``column`` is NaN on a row."""
+    return f"{column}/{REASON}"
+
+
+# -- parsers ------------------------------------------------------------------------------------------------
+
+
+def parse(mid: str) -> MetricId:
+    """The parts of a metric id or per-sample column; ValueError when it does not follow the grammar."""
+    parts = mid.split("/") if isinstance(mid, str) else []
+    if len(parts) < 2 or not all(NAME.fullmatch(p) for p in parts) or REASON in parts:
+        raise ValueError(f"not a metric id: {mid!r}")
+    family, rest = parts[0], parts[1:]
+    if family == CLEAN and len(rest) == 1:
+        return MetricId(CLEAN, rest[0])
+    if family == ROBUST and len(rest) == 2 and is_threat(rest[0]):
+        return MetricId(ROBUST, rest[1], threat=rest[0])
+    if family == ROBUST and len(rest) == 2 and rest[0] in NORMS and rest[1] in NORM_COLUMNS:
+        return MetricId(ROBUST, rest[1], variant=rest[0])  # a per-norm column: no threat
+    if family == XAI:
+        if len(rest) == 1 and not rest[0].startswith("adv-"):
+            return MetricId(XAI, rest[0])
+        if rest[0].startswith("adv-"):
+            if len(rest) == 2 and is_threat(rest[0][4:]):
+                return MetricId(XAI, rest[1], threat=rest[0][4:])
+        elif len(rest) == 2:
+            return MetricId(XAI, rest[1], method=rest[0])
+        else:
+            variant = "/".join(rest[2:])
+            attack = _ATTACK_VARIANT.fullmatch(variant)
+            if attack or len(rest) == 3:
+                return MetricId(XAI, rest[1], threat=attack.group(2) if attack else None, method=rest[0],
+                                variant=variant)
+    raise ValueError(f"not a metric id: {mid!r}")
+
+
+def try_parse(mid: str) -> MetricId | None:
+    """``parse``, or None for a string that is not a metric id."""
+    try:
+        return parse(mid)
+    except ValueError:
+        return None
