@@ -85,7 +85,7 @@ class Comparison:
 
 def resolve_result(ref: str, *, results_dir: str | Path) -> LoadedResult:
     """A result.json, a run folder holding one, or a submission id (``id`` or ``v1/id``) in the store; a bare
-    id found in several versions means the current version's."""
+    id found in several versions means the newest version's."""
     path = Path(ref)
     if path.is_dir():
         path = path / "result.json"
@@ -102,15 +102,9 @@ def _lookup_id(ref: str, root: Path) -> Path:
     hits = [f / f"{sid}.json" for f in folders if (f / f"{sid}.json").is_file()]
     if not hits:
         raise ResultError(f"{ref!r}: not a result file, a result folder, or a submission id in {root}")
-    if len(hits) > 1:
-        from .. import BENCHMARK_VERSION
-
-        current = [h for h in hits if h.parent.name == BENCHMARK_VERSION]
-        if current:  # a bare id means the current benchmark's result; `v1/id` names an older one
-            return current[0]
-        options = ", ".join(f"{h.parent.name}/{sid}" for h in hits)
-        raise ResultError(f"{ref!r}: submission id found in several versions; say which: {options}")
-    return hits[0]
+    # A bare id means the newest version holding that id (the current benchmark's once it has a result there);
+    # `v1/id` names an older one. Versions are ordered by number, not as strings (v10 after v9).
+    return max(hits, key=lambda h: int(h.parent.name[1:]))
 
 
 def _value(df: pd.DataFrame, m: MetricDef) -> float:
