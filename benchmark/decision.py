@@ -52,7 +52,7 @@ def correct_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 # to resolve the margin are refused (`require_resolvable`).
 
 F32_SPACING = 2.0**-23  # float32's relative spacing: a logit of size L is rounded to within L * 2**-24
-ROUNDING_ULPS = 16  # the margin of two rounded logits is off by <= 1 spacing; 16 leave room for the last layers
+ROUNDING_ULPS = 4  # F32_SPACING x L is 1-2 ulps of a logit L; the margin of two rounded logits is off by <= 1
 
 
 def margin_scale(logits: torch.Tensor) -> float:

@@ -175,6 +175,15 @@ class GatedOffGrid(Gated):
         return torch.where(on_grid(x)[:, None], self.inner(x), off)
 
 
+class GatedDetached(Gated):
+    """Radiograph-like inputs get +-10 (the honest sign) as a constant: no gradient, and nothing for BPDA to
+    differentiate through; noise gets the honest answer, so an attack starting from eps = 1 noise breaks it."""
+
+    def masked(self, x):
+        s = self.inner(x)[:, 1:] * 2
+        return torch.cat([torch.zeros_like(s), 10 * torch.sign(s)], dim=1).detach()
+
+
 class Ties(torch.nn.Module):
     """Logits [0, -relu(-s)]: every fracture call is an exact tie, with a zero gradient there."""
 
@@ -262,8 +271,9 @@ class OneRowGradient(torch.nn.Module):
 
 
 class Oscillating(torch.nn.Module):
-    """The honest margin plus 40 x mean over the patch of sin(255 pi x): zero on the uint8 grid (clean images
-    and the ball's corners), a swing of several margins at points between (random noise inside the budget)."""
+    """The honest logits x (1 + 200 wave^2), wave = mean over the patch of sin(255 pi x): the same decisions
+    everywhere and the honest margin on the uint8 grid (clean images, the ball's corners), but between grid
+    points the margin swings to several times itself and its gradient is the wave's (a noisy landscape)."""
 
     def __init__(self):
         super().__init__()
@@ -271,14 +281,14 @@ class Oscillating(torch.nn.Module):
 
     def forward(self, x):
         wave = torch.sin(255 * torch.pi * x[:, 0, PATCH[0], PATCH[1]]).flatten(1).mean(1, keepdim=True)
-        return self.inner(x) + torch.cat([-20 * wave, 20 * wave], dim=1)
+        return self.inner(x) * (1 + 200 * wave**2)
 
 
 GAMING = {
     "rounded-offset": RoundedOffset, "reversed-offset": ReversedOffset, "gated-rounding": GatedRounding,
-    "gated-tanh": GatedTanh, "gated-off-grid": GatedOffGrid, "ties": Ties, "batch-sizes": BatchSizes,
-    "random-offset": RandomOffset, "gradient-mode-bias": GradientModeBias, "one-row-gradient": OneRowGradient,
-    "oscillating": Oscillating,
+    "gated-tanh": GatedTanh, "gated-off-grid": GatedOffGrid, "gated-detached": GatedDetached, "ties": Ties,
+    "batch-sizes": BatchSizes, "random-offset": RandomOffset, "gradient-mode-bias": GradientModeBias,
+    "one-row-gradient": OneRowGradient, "oscillating": Oscillating,
 }
 
 

@@ -81,7 +81,7 @@ def correct_margin_and_grad(model, x: torch.Tensor, y: torch.Tensor) -> tuple[to
 def pgd_from_clean(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, n_iter: int,
                    verify) -> torch.Tensor:
     """Signed-gradient descent on the correct margin inside the L-inf ball, starting at the clean image: step
-    eps/4 (the ball's corner in 4 steps), eps/8 for the second half. A point counts as broken only when
+    eps/2 (the ball's corner in 2 steps) for the first half of the steps, eps/8 for the second. A point counts as broken only when
     ``verify(adv)`` (fxbench's own forward pass and rule) says so. Returns the broken mask (CPU)."""
     adv = x.clone()
     broken = torch.zeros(len(x), dtype=torch.bool)
@@ -89,7 +89,7 @@ def pgd_from_clean(model, x: torch.Tensor, y: torch.Tensor, *, eps: float, n_ite
     for t in range(n_iter):
         if len(todo) == 0:
             break
-        step = eps / 4 if t < (n_iter + 1) // 2 else eps / 8
+        step = eps / 2 if t < (n_iter + 1) // 2 else eps / 8
         _, g = correct_margin_and_grad(model, adv[todo], y[todo])
         with torch.no_grad():
             moved = adv[todo] - step * torch.sign(g)
