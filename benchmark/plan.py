@@ -136,7 +136,7 @@ def prepare_run(path, *, options: RunOptions, out: Path, data, trust_code: bool,
     check_result_dir(out / sub.spec.id)
     with model_errors(sub, "the output check"):  # at the batch sizes `validate` checks too (one rule)
         sizes = check_batch_sizes(preset, device=dev, version=definition.version)
-        check_model_outputs(sub.model, device=dev, batch_sizes=sizes)
+        check_model_outputs(sub.model, device=dev, batch_sizes=sizes, preset=preset, version=definition.version)
     with warnings.catch_warnings():  # said once below through progress.note, not as a Python warning
         warnings.simplefilter("ignore", EmbeddedDataWarning)
         evalset = load_arrays(data, split=definition.raw["dataset"]["split"], limit=options.limit)

@@ -17,6 +17,14 @@ from ..errors import ModelMisbehaviour, SubmissionError
 from .checkpoint import load_weights, parse_state_dict, read_checkpoint
 from .device import forward_batch_size, resolve_device, strict_fp32
 from .factory import create_model
+from .margin_checks import (
+    MarginRules,
+    check_batches,
+    check_repeat,
+    check_resolution,
+    margin_rules,
+    radiographs,
+)
 from .submission import read_spec, wrap_for_spec
 from .wrapper import CANONICAL_SIZE, CanonicalModel
 
@@ -87,10 +95,13 @@ def _call(model: CanonicalModel, x: torch.Tensor) -> torch.Tensor:
         ) from None
 
 
-def _output_checks(model: CanonicalModel, device: torch.device,
-                   batch_sizes: tuple[int, ...] = ()) -> list[tuple[str, Callable[[], str]]]:
+def _output_checks(model: CanonicalModel, device: torch.device, batch_sizes: tuple[int, ...] = (),
+                   rules: MarginRules | None = None) -> list[tuple[str, Callable[[], str]]]:
+    """``rules`` (v3, margin_checks.py): tolerances on the margin, a resolution check, odd batch sizes and real
+    radiographs besides the noise batch; None: v2's checks exactly."""
     x = canonical_batch().to(device)
     seen: dict[str, torch.Tensor] = {}
+    radio = radiographs(rules.radiographs).to(device) if rules is not None else None
 
     def eval_mode() -> str:
         training = [name or "(root)" for name, m in model.named_modules() if m.training]
@@ -109,17 +120,34 @@ def _output_checks(model: CanonicalModel, device: torch.device,
         if out.dtype != torch.float32:
             raise SubmissionError(f"output dtype {out.dtype}, expected torch.float32")
         seen["out"] = out
+        if radio is not None and len(radio):
+            with torch.no_grad():
+                seen["radio"] = _call(model, radio)
         return f"{tuple(x.shape)} -> {tuple(out.shape)} logits"
 
     def finite() -> str:
-        bad = (~torch.isfinite(seen["out"])).sum().item()
-        if bad:
-            raise ModelMisbehaviour(f"{bad} of {seen['out'].numel()} output logits are NaN or infinite")
+        for key, what in (("out", ""), ("radio", " (radiographs)")):
+            if key in seen:
+                bad = (~torch.isfinite(seen[key])).sum().item()
+                if bad:
+                    raise ModelMisbehaviour(f"{bad} of {seen[key].numel()} output logits{what} are NaN or infinite")
         return "all logits finite"
+
+    def resolution() -> str:
+        for key, where in (("out", "on the canonical batch"), ("radio", "on real radiographs")):
+            if key in seen:
+                check_resolution(seen[key], rules, where=where)
+        return "float32 resolves the margin z_fracture - z_other"
 
     def deterministic() -> str:
         with torch.no_grad():
             again = _call(model, x)
+        if rules is not None:
+            check_repeat(seen["out"], again, rules, where="noise")
+            if "radio" in seen:
+                with torch.no_grad():
+                    check_repeat(seen["radio"], _call(model, radio), rules, where="radiographs")
+            return "two passes give the same margins"
         if not _close(seen["out"], again, REPEAT_TOL):
             diff = (seen["out"] - again).abs().max().item()
             raise ModelMisbehaviour(
@@ -129,6 +157,15 @@ def _output_checks(model: CanonicalModel, device: torch.device,
         return "two passes identical"
 
     def batch_independent() -> str:
+        if rules is not None:
+            sizes = (x.shape[0], *batch_sizes, *rules.odd_batch_sizes)
+            checked = check_batches(lambda b: _call(model, b), lambda n: canonical_batch(n).to(device), 1, sizes,
+                                    rules, where="noise")
+            if radio is not None and len(radio):
+                check_batches(lambda b: _call(model, b), lambda n: radio[torch.arange(n) % len(radio)],
+                              len(radio), sizes, rules, where="radiographs")
+            return (f"each image's margin independent of its batch (batch sizes 1, {', '.join(map(str, checked))}; "
+                    f"noise{' and radiographs' if radio is not None and len(radio) else ''})")
         with torch.no_grad():
             alone = _call(model, x[:1])  # the first image on its own, then first in each batch size in use
         sizes = sorted({x.shape[0], *(b for b in batch_sizes if b > 1)})
@@ -169,6 +206,7 @@ def _output_checks(model: CanonicalModel, device: torch.device,
         ("eval mode", eval_mode),
         ("forward", forward),
         ("finite", finite),
+        *([("margin resolution", resolution)] if rules is not None else []),
         ("deterministic", deterministic),
         ("batch independent", batch_independent),
         ("gradient", gradient),
@@ -176,13 +214,16 @@ def _output_checks(model: CanonicalModel, device: torch.device,
 
 
 def check_model_outputs(model: CanonicalModel, *, device: torch.device | str,
-                        batch_sizes: tuple[int, ...] | None = None) -> None:
+                        batch_sizes: tuple[int, ...] | None = None, preset: str = "auto",
+                        version: str | None = None) -> None:
     """Raise SubmissionError unless ``model`` (already on ``device``) behaves as an evaluable classifier.
-    ``batch_sizes``: those the batteries will use (default: ``check_batch_sizes`` of the default preset)."""
+    ``batch_sizes``: those the batteries will use (default: ``check_batch_sizes`` of the default preset);
+    ``version`` / ``preset``: whose margin rules apply (margin_checks.py; default: the current version's)."""
     device = torch.device(device)
     sizes = check_batch_sizes(device=device) if batch_sizes is None else tuple(batch_sizes)
+    rules = margin_rules(preset, device=device, version=version)
     with strict_fp32():
-        for name, run in _output_checks(model, device, sizes):
+        for name, run in _output_checks(model, device, sizes, rules):
             try:
                 run()
             except SubmissionError as e:  # keeps the kind (ModelMisbehaviour: what the model did)
@@ -241,7 +282,8 @@ def validate_submission(
         with strict_fp32():
             prefix = f"{state['file'].yaml_path}: model check "
             sizes = check_batch_sizes(preset, device=target, version=version)  # the sizes `run` checks too
-            ok = _run(_output_checks(state["model"], target, sizes), checks, prefix=prefix)
+            rules = margin_rules(preset, device=target, version=version)
+            ok = _run(_output_checks(state["model"], target, sizes, rules), checks, prefix=prefix)
     file = state.get("file")
     return ValidationReport(
         ok=ok,

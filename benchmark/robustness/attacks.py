@@ -16,6 +16,7 @@ from pyautoattack.autopgd_base import APGDAttack
 from pyautoattack.fab_pt import FABAttack_PT
 from pyautoattack.square import SquareAttack
 
+from .. import decision
 from ..registry import Registry
 
 
@@ -69,6 +70,35 @@ class FABBinary(FABAttack_PT):
         dg = torch.zeros((imgs.shape[0], 2, *imgs.shape[1:]), device=imgs.device, dtype=g.dtype)
         dg[rows, 1 - la] = g.detach()
         return df, dg
+
+
+class SquareDecisionRule(SquareAttack):
+    """Square with fxbench's decision rule (v3, `checks.tie_rule`). pyautoattack's Square counts a point as
+    fooled once its margin z_y - z_other is <= 0 and stops attacking it; fxbench calls a fracture on a tie, so a
+    fractured image whose two logits are equal is still classified correctly. The margin Square sees is moved
+    off zero for those points only (to the smallest positive float32), so ties are attacked until broken;
+    every other margin, and so every other step of the attack, is unchanged."""
+
+    def margin_and_loss(self, x, y):
+        margin, loss = super().margin_and_loss(x, y)
+        if self.targeted:
+            return margin, loss
+        tie = (y == decision.FRACTURE) & (margin == 0)
+        tiny = torch.finfo(margin.dtype).tiny
+        margin = torch.where(tie, torch.full_like(margin, tiny), margin)
+        if self.loss == "margin":
+            loss = torch.where(tie, torch.full_like(loss, tiny), loss)
+        return margin, loss
+
+
+def follow_decision_rule(attack):
+    """The attack object deciding success by fxbench.decision (Square: SquareDecisionRule, same state and seed);
+    APGD (apgd.py) and FAB (the cascade's own forward pass) already do."""
+    if type(attack) is SquareAttack:
+        fixed = SquareDecisionRule.__new__(SquareDecisionRule)
+        fixed.__dict__.update(attack.__dict__)
+        return fixed
+    return attack
 
 
 def _apgd(cls, loss: str | None):

@@ -29,7 +29,7 @@ from .checks import FlagCollector, run_model_checks, square_check
 from .config import RobustnessConfig, parse_config
 from .counting import CountingModel
 from .floor import CPU_PROBE_BATCH, measure_rates, required_passes, time_floor
-from .gaming import run_checks
+from .gaming import clean_reference, run_checks, weak_black_box
 from .images import adv_key
 
 REPO = Path(__file__).resolve().parents[2]  # the transfer surrogate's model.yaml is relative to the checkout
@@ -77,7 +77,7 @@ class RobustnessBattery:
         x, y, ids = evalset.x[lo:hi], evalset.y[lo:hi], list(evalset.ids[lo:hi])
 
         log = FlagCollector()
-        counter = CountingModel(model)
+        counter = CountingModel(model, audit=cfg.checks is not None and cfg.checks.consistency_points > 0)
         rates = None
         if first:  # AutoAttack's model checks: once per run (the first shard), on real images
             n_check = min(cfg.checks.model_points if cfg.checks else cfg.batch_size, len(ids))
@@ -97,7 +97,8 @@ class RobustnessBattery:
             rep = run_checks(counter, x, y, outcome, checks=cfg.checks, registry=self.attacks,
                              attack_options={a.name: a.options for a in cfg.attacks},
                              largest_linf=linf[-1] if linf else None, headline=cfg.budget(cfg.headline),
-                             surrogate=surrogate, seed=seed, device=device, log=log)
+                             surrogate=surrogate, seed=seed, device=device, log=log,
+                             reference=clean_reference(ctx.previous, cfg.checks))
             log.flags += rep.flags
             gaming = rep.info
             if surrogate is None and cfg.checks.transfer_points:
@@ -152,6 +153,8 @@ class RobustnessBattery:
                                for a in cfg.attacks},
             })
         seconds = {a.name: round(sum(c["seconds_by"][a.name] for c in curve), 3) for a in cfg.attacks}
+        log.flags += weak_black_box(cfg.checks, [(a.name, a.options, self.attacks.get(a.name).white_box)
+                                                 for a in cfg.attacks])
         info = {
             "battery": cfg.label,
             "preset": ctx.preset,

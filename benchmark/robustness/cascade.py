@@ -18,7 +18,7 @@ from ..battery import derive_seed
 from ..errors import EvaluationBug, ModelMisbehaviour
 from ..registry import Registry
 from . import apgd
-from .attacks import FABBinary
+from .attacks import FABBinary, follow_decision_rule
 from .checks import FlagCollector
 from .config import Budget, RobustnessConfig
 from .counting import CountingModel
@@ -213,6 +213,8 @@ def attack_chunk(model: CountingModel, x: torch.Tensor, y: torch.Tensor, ids: li
                     batch_ids = [ids[i] for i in sel.tolist()]
                     attack = entry.build(model, norm=b.aa_norm, eps=b.eps, device=device, logger=log,
                                          seed=attack_seed(seed, b.id, spec.name, n_batch), **spec.options)
+                    if cfg.checks is not None and cfg.checks.tie_rule:  # v3: Square decides by fxbench's rule
+                        attack = follow_decision_rule(attack)
                     model.phase = spec.name
                     _sync(device)
                     t0 = time.perf_counter()
@@ -300,7 +302,12 @@ def verify_outcome(model: torch.nn.Module, x: torch.Tensor, outcome: ChunkOutcom
         decision.require_finite(z, where="when its adversarial examples were re-evaluated")
         yb = outcome.y[broken]
         margin = decision.correct_margin(z, yb)
-        tol = cfg.logit_rtol * z.abs().amax(dim=1).clamp(min=1.0)
+        on_margin = cfg.checks is not None and cfg.checks.margin is not None  # v3: tolerances on the margin
+        scale = decision.margin_scale(outcome.clean_logits) if on_margin else 0.0
+        if on_margin:
+            tol = decision.margin_tolerance(z, cfg.logit_rtol, scale).float()
+        else:
+            tol = cfg.logit_rtol * z.abs().amax(dim=1).clamp(min=1.0)
         still = margin > tol
         if still.any():
             j = int(still.nonzero()[0])
@@ -308,7 +315,12 @@ def verify_outcome(model: torch.nn.Module, x: torch.Tensor, outcome: ChunkOutcom
             with torch.no_grad():  # the same input, twice more: a deterministic model gives the same logits
                 again = [model(adv[j : j + 1].to(device)).float().cpu()[0] for _ in range(2)]
             seen = [z[j], *again]
-            if any(not bool(((a - seen[0]).abs() <= tol[j]).all()) for a in seen[1:]):
+            if on_margin:
+                differs = any(bool(decision.logits_differ(a[None], seen[0][None], cfg.logit_rtol, scale)[0])
+                              for a in seen[1:])
+            else:
+                differs = any(not bool(((a - seen[0]).abs() <= tol[j]).all()) for a in seen[1:])
+            if differs:
                 raise ModelMisbehaviour(
                     f"the model gave different logits for the same input ({norm} adversarial example of image "
                     f"{ids[j]}, by {out.attack[broken[j]]}): "
@@ -316,7 +328,23 @@ def verify_outcome(model: torch.nn.Module, x: torch.Tensor, outcome: ChunkOutcom
                     "Its output on attacked inputs is random or depends on the rest of the batch; fxbench cannot "
                     "give such a model a robustness number"
                 )
+            _refuse_gradient_mode_answers(model, adv[j : j + 1].to(device), yb[j : j + 1], ident=ids[j])
             raise EvaluationBug(
                 f"{norm}: the adversarial example of image {ids[j]} (by {out.attack[broken[j]]}) is classified "
                 f"correctly when re-evaluated (logits {z[j].tolist()})"
             )
+
+
+def _refuse_gradient_mode_answers(model: torch.nn.Module, a: torch.Tensor, y: torch.Tensor, *, ident: str) -> None:
+    """An attack decided a break on a forward pass with a graph to the input; if the same input evaluated that
+    way is misclassified while the plain evaluation is not, the model answers differently when an attack
+    watches (the attack's loss says success, the scored decision says not): the submission's fault."""
+    xg = a.clone().requires_grad_(True)
+    with torch.enable_grad():
+        z = model(xg).detach().float().cpu()
+    if bool((decision.predict(z) != y.cpu()).all()):
+        raise ModelMisbehaviour(
+            f"the model classifies the attacked input of image {ident} differently when the input requires a "
+            f"gradient (logits {z[0].tolist()}, as the attack saw them) than without (as fxbench scores it): its "
+            "answer depends on whether an attack is watching, so no robustness number can be given"
+        )

@@ -40,8 +40,32 @@ class AttackSpec:
 
 
 @dataclass(frozen=True)
+class MarginChecks:
+    """v3 (`checks.margin`): every consistency tolerance measured on the decision margin (fxbench.decision)."""
+
+    resolution: float    # refuse when float32's spacing at the largest |logit| exceeds this x the typical margin
+    repeat_rtol: float   # the same input evaluated twice
+    batch_rtol: float    # the same input in another batch or gradient mode (other kernels)
+    fd_rtol: float       # the rounding term of a finite difference, x max(|margin|, typical margin) / step
+
+
+@dataclass(frozen=True)
+class IndicatorChecks:
+    """v3 (`checks.indicators`): Pintor et al.'s indicators of attack failure on traced runs of one attack."""
+
+    points: int                  # headline-robust points per chunk whose attack is traced step by step
+    attack: str                  # a registered APGD attack of the cascade, with its cascade options
+    window: float                # incomplete optimisation: the last share of the steps ...
+    min_progress: float          # ... in which the best loss still fell by more than this share of its fall
+    noise_samples: int           # unstable predictions: random points of the headline ball per traced point
+    max_relative_change: float   # flag when |margin change| / |margin| averages above this
+    max_share: float             # flag incomplete optimisation at more than this share of the traced points
+
+
+@dataclass(frozen=True)
 class GamingChecks:
-    """The evaluator's checks against an inflated number (v2 spec section `checks`; v1 has none)."""
+    """The evaluator's checks against an inflated number (v2 spec section `checks`; v1 has none). The fields
+    after `model_points` are v3's: None (absent from the spec) keeps v2's behaviour exactly."""
 
     fd_points: int            # points per chunk whose autograd gradient is compared with finite differences
     fd_step: float            # central-difference step, canonical pixels
@@ -54,6 +78,15 @@ class GamingChecks:
     transfer_points: int      # points per chunk robust at the headline budget attacked on the surrogate
     transfer_attack: str
     model_points: int         # images AutoAttack's model checks run on (once per run)
+    margin: MarginChecks | None = None
+    consistency_points: int = 0        # clean images per chunk evaluated alone and compared with the chunk's pass
+    vanishing_gradients: bool = False  # flag a model predicting both classes with a zero gradient where correct
+    bpda_points: int = 0               # headline-robust points re-attacked through BPDA when a gradient vanished
+    bpda_attack: str | None = None
+    unbounded_sweep: tuple[float, ...] = ()  # L-inf budgets (pixels) attacked from the clean image before eps
+    indicators: IndicatorChecks | None = None
+    tie_rule: bool = False             # the attacks decide success by fxbench.decision (Square: a tie is correct)
+    black_box_min_queries: int = 0     # fewer Square queries than this: flagged as a weak black-box check
 
 
 @dataclass(frozen=True)
@@ -168,9 +201,41 @@ def _checks(raw: Any, attacks: tuple[AttackSpec, ...]) -> GamingChecks | None:
         raise FxbenchError(f"{SPEC}: 'checks' must be a mapping, got {raw!r}.")
     fd, unb, tr = (_need(raw, k, "checks.") for k in ("finite_differences", "unbounded", "transfer"))
     names = [a.name for a in attacks]
-    for where, section in (("unbounded", unb), ("transfer", tr)):
+    sections = [("unbounded", unb), ("transfer", tr)] + [(k, raw[k]) for k in ("bpda", "indicators") if k in raw]
+    for where, section in sections:
         if _need(section, "attack", f"checks.{where}.") not in names:
             raise FxbenchError(f"{SPEC}: 'checks.{where}.attack' must be one of the cascade's attacks {names}.")
+    v3: dict[str, Any] = {}
+    if "margin" in raw:
+        m = raw["margin"]
+        v3["margin"] = MarginChecks(**{k: _fraction(m, k, "checks.margin.") for k in
+                                       ("resolution", "repeat_rtol", "batch_rtol", "fd_rtol")})
+    if "consistency" in raw:
+        v3["consistency_points"] = _count(raw["consistency"], "points", "checks.consistency.")
+    if "vanishing_gradients" in raw:
+        v3["vanishing_gradients"] = _flag(raw, "vanishing_gradients")
+    if "bpda" in raw:
+        v3["bpda_points"] = _count(raw["bpda"], "points", "checks.bpda.")
+        v3["bpda_attack"] = str(raw["bpda"]["attack"])
+    if "sweep" in unb:
+        sweep = unb["sweep"]
+        if (not isinstance(sweep, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                    and 0 < v < 255 for v in sweep)
+                or any(b <= a for a, b in zip(sweep, sweep[1:]))):
+            raise FxbenchError(f"{SPEC}: 'checks.unbounded.sweep' must be ascending L-inf budgets in 1/255 units "
+                               f"below 255, got {sweep!r}.")
+        v3["unbounded_sweep"] = tuple(float(v) / 255.0 for v in sweep)
+    if "indicators" in raw:
+        ind = raw["indicators"]
+        w = "checks.indicators."
+        v3["indicators"] = IndicatorChecks(
+            points=_count(ind, "points", w), attack=str(ind["attack"]), window=_fraction(ind, "window", w),
+            min_progress=_fraction(ind, "min_progress", w), noise_samples=_count(ind, "noise_samples", w),
+            max_relative_change=float(_need(ind, "max_relative_change", w)), max_share=_fraction(ind, "max_share", w))
+    if "tie_rule" in raw:
+        v3["tie_rule"] = _flag(raw, "tie_rule")
+    if "black_box" in raw:
+        v3["black_box_min_queries"] = _count(raw["black_box"], "min_queries", "checks.black_box.")
     return GamingChecks(
         fd_points=int(_need(fd, "points", "checks.finite_differences.")),
         fd_step=float(_need(fd, "step", "checks.finite_differences.")),
@@ -183,4 +248,26 @@ def _checks(raw: Any, attacks: tuple[AttackSpec, ...]) -> GamingChecks | None:
         transfer_points=int(_need(tr, "points", "checks.transfer.")),
         transfer_attack=str(tr["attack"]),
         model_points=int(_need(_need(raw, "model", "checks."), "points", "checks.model.")),
+        **v3,
     )
+
+
+def _count(section: Any, key: str, where: str) -> int:
+    v = _need(section, key, where)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+        raise FxbenchError(f"{SPEC}: '{where}{key}' must be a whole number >= 0, got {v!r}.")
+    return v
+
+
+def _fraction(section: Any, key: str, where: str) -> float:
+    v = _need(section, key, where)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+        raise FxbenchError(f"{SPEC}: '{where}{key}' must be a number between 0 and 1, got {v!r}.")
+    return float(v)
+
+
+def _flag(section: Any, key: str) -> bool:
+    v = section[key]
+    if not isinstance(v, bool):
+        raise FxbenchError(f"{SPEC}: 'checks.{key}' must be true or false, got {v!r}.")
+    return v

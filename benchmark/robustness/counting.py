@@ -40,19 +40,26 @@ class _GuardInputGradient(torch.autograd.Function):
 
 class CountingModel(nn.Module):
     """Counts images through forward passes, forward passes with a graph to the input, and backward passes,
-    per ``phase`` (set by the caller to the running attack's name)."""
+    per ``phase`` (set by the caller to the running attack's name).
 
-    def __init__(self, model: nn.Module) -> None:
+    ``audit`` (v3): keep the first image and its logits of the first batch of every size (and gradient mode)
+    the model is called with, so that ``batch_audit`` can evaluate it alone afterwards: the attacks call the
+    model at whatever size the points still robust make, and a model may answer differently at exactly those."""
+
+    def __init__(self, model: nn.Module, *, audit: bool = False) -> None:
         super().__init__()
         self.model = model
         self.phase = "other"
         self.counts: dict[str, dict[str, int]] = defaultdict(lambda: {"fwd": 0, "fwd_grad": 0, "bwd": 0})
+        self.audit = audit
+        self.seen_batches: dict[tuple[int, bool], tuple[str, torch.Tensor, torch.Tensor]] = {}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = int(x.shape[0])
         c = self.counts[self.phase]
         c["fwd"] += n
         grad = torch.is_grad_enabled() and x.requires_grad
+        first = x[:1].detach().clone() if self.audit and n > 1 and (n, grad) not in self.seen_batches else None
         if grad:
             x = _GuardInputGradient.apply(x, self.phase)
         # A copy: Square writes into the logits it gets, which must not reach the model's own tensors.
@@ -63,7 +70,30 @@ class CountingModel(nn.Module):
             if not z.requires_grad:
                 z = z + 0.0 * x.reshape(n, -1).sum(dim=1, keepdim=True)
             z.register_hook(lambda g, c=c, n=n, phase=self.phase: _count_backward(g, c, n, phase))
+        if first is not None:
+            self.seen_batches[(n, grad)] = (self.phase, first, z[:1].detach().clone())
         return z
+
+    def batch_audit(self, *, rtol: float, scale: float) -> int:
+        """Each kept image alone, in the gradient mode it was seen in, against its logits in its batch
+        (decision.logits_differ: tolerances on the margin). Refuses a batch-dependent model; returns the
+        number of batch sizes audited (one forward pass of one image each, phase "check-batch-audit")."""
+        pending, self.seen_batches = self.seen_batches, {}
+        audit, phase, self.audit, self.phase = self.audit, self.phase, False, "check-batch-audit"
+        try:
+            for (n, grad), (seen_in, x0, z0) in sorted(pending.items()):
+                with torch.enable_grad() if grad else torch.no_grad():
+                    z1 = self(x0.clone().requires_grad_(grad)).detach()
+                if bool(decision.logits_differ(z1, z0, rtol, scale)[0]):
+                    raise ModelMisbehaviour(
+                        f"an image's logits depend on the rest of its batch: {z0[0].tolist()} in a batch of {n} "
+                        f"(during {seen_in}), {z1[0].tolist()} alone. The attacks evaluate the model at whatever "
+                        "batch size the points still robust make, so they would attack another function than the "
+                        "one the clean battery scores"
+                    )
+        finally:
+            self.audit, self.phase = audit, phase
+        return len(pending)
 
     def totals(self) -> dict[str, dict[str, int]]:
         return {k: dict(v) for k, v in sorted(self.counts.items())}
