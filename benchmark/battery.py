@@ -182,3 +182,4 @@ def _lazy(module: str, cls: str) -> Callable[[], Battery]:
 BATTERIES.register("clean", _lazy("clean", "CleanBattery"))
 BATTERIES.register("robustness", _lazy("robustness", "RobustnessBattery"))
 BATTERIES.register("explanations", _lazy("explanations", "ExplanationBattery"))
+BATTERIES.register("corruptions", _lazy("corruptions", "CorruptionBattery"))

@@ -134,6 +134,7 @@ def print_summary(run: RunResult, console: Console) -> None:
     rows += [(f"robust/{b}/sensitivity", f"robust sensitivity {b}") for b in budgets if b == "linf-4"]
     methods = sorted({k.split("/")[1] for k in metrics if k.startswith("xai/")})
     rows += [(f"xai/{m}/relevance_mass_accuracy", f"{m}: relevance mass accuracy") for m in methods]
+    rows += corruption_rows(metrics)
     for mid, label in rows:
         if mid in metrics:
             table.add_row(label, _fmt(metrics[mid]), str(metrics[mid]["n"]))
@@ -146,6 +147,22 @@ def print_summary(run: RunResult, console: Console) -> None:
     for f in r["flags"]:
         console.print(f"[yellow]flag {f['code']}:[/] {f['message']}")
     console.print(f"result: {run.out_dir / 'result.json'}")
+
+
+def corruption_rows(metrics: dict) -> list[tuple[str, str]]:
+    """v3 on: the corruption battery's pooled scores (ids through the one grammar; absent ids are skipped)."""
+    from ..results.metric_ids import CORRUPT, corrupt_id, mean_shift, try_parse
+
+    shift = mean_shift()
+    rows = [(corrupt_id(shift, "balanced_accuracy"), "corrupted balanced accuracy (mean)"),
+            (corrupt_id(shift, "balanced_accuracy", drop=True), "corruption drop (clean - corrupted)"),
+            (corrupt_id(shift, "sensitivity"), "corrupted sensitivity (mean)")]
+    for mid in sorted(metrics):
+        p = try_parse(mid)
+        if p is not None and p.family == CORRUPT and p.shift == shift and p.method is not None:
+            what = "drop under corruption" if p.variant else "under corruption (mean)"
+            rows.append((mid, f"{p.method}: {p.metric.replace('_', ' ')} {what}"))
+    return rows
 
 
 def _budget_key(b: str) -> tuple:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..io import atomic_write_bytes, canonical_json, replace_dir, sha256_file
 from ..results.metric_ids import ROBUST, clean_id, robust_id, try_parse, xai_id
-from . import markdown, pages, plots, site
+from . import corruption_view, markdown, pages, plots, site
 from .layout import ASSETS, Layout, load_layout
 from .markup import Links
 from .store import PRESETS, StoredResult, VersionSpec, load_store
@@ -116,12 +116,18 @@ def build_leaderboard(
             if not gallery_from:
                 for rel, path in r.gallery.items():
                     files[f"{SITE}/{version}/{r.id}/{rel}"] = path.read_bytes()
+            corrupted = corruption_view.curve_png(r)  # v3 on: balanced accuracy against corruption severity
+            if corrupted is not None:
+                files[f"{SITE}/{version}/{r.id}/corruptions.png"] = corrupted
             files[f"{SITE}/{version}/{r.id}.html"] = pages.submission_page(
-                r, has_curve=curve is not None, img_root=img_root, links=links,
+                r, has_curve=curve is not None, img_root=img_root, links=links, corruption_curve=corrupted is not None,
                 files=_submission_files(r, links, repo_root=_repo_root(results_dir, gallery_from,
                                                                                         repo_from)),
             ).encode()
         files[f"{SITE}/{version}/methods.html"] = pages.methods_page(view, links=links).encode()
+        corruption_html = corruption_view.corruption_page(version, tables, links=links)
+        if corruption_html is not None:
+            files[f"{SITE}/{version}/corruptions.html"] = corruption_html.encode()
         has_gallery = ranking is not None and any(r.gallery for r in results)
         if has_gallery:  # v2 on: one page, same image per model
             files[f"{SITE}/{version}/gallery.html"] = pages.gallery_page(version, results, img_root=img_root,
@@ -129,7 +135,7 @@ def build_leaderboard(
         md_scatters = [f"{SITE}/{images[0][1]}" for _, images in scatters if images]
         md_versions.append((version, note, tables, view, md_scatters))
         sections.append({"version": version, "note": note, "tables": tables, "scatters": scatters,
-                         "gallery": has_gallery,
+                         "gallery": has_gallery, "corruptions": corruption_html is not None,
                          "robust_metric": ranking.robust_metric if ranking is not None else layout.robust_metric})
         json_versions.append(_version_json(spec, tables, view))
         csv_rows += _csv_rows(tables)

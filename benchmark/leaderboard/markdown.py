@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from . import fmt
+from . import corruption_view, fmt
 from .layout import Layout
 from .tables import BoardTable, MethodsView, training_text
 
@@ -139,6 +139,7 @@ def render(
             for sid in sorted(view.per_submission):
                 out.append(f"<details><summary>{sid}</summary>\n\n"
                            f"{methods_table(view, view.per_submission[sid])}\n\n</details>\n")
+        out += [c for c in [corruption_view.markdown_section(version, tables)] if c]  # v3 on
         for path in scatters:
             out.append("### Robust accuracy against relevance-mass accuracy\n\nOne point per submission, 95% CI "
                        f"bars; other attribution methods on the site.\n\n![scatter plot]({path})\n")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-from . import fmt
+from . import corruption_view, fmt
 from .markup import NONE, Links, date_text, extra_data, page, td, th
 from .store import StoredResult
 from .tables import MethodsView, training_text
@@ -54,7 +54,7 @@ def _a(href: str | None, text: str, *, download: bool = False) -> str:
 
 
 def submission_page(r: StoredResult, *, has_curve: bool, img_root: str = "", links: Links = Links(),
-                    files: SubmissionFiles = SubmissionFiles()) -> str:
+                    files: SubmissionFiles = SubmissionFiles(), corruption_curve: bool = False) -> str:
     s = r.result["submission"]
     b = r.result["benchmark"]
     url = s.get("url") or ""
@@ -101,6 +101,8 @@ def submission_page(r: StoredResult, *, has_curve: bool, img_root: str = "", lin
     if has_curve:
         parts.append(f"<h2>Robustness curve</h2>\n<a href=\"{r.id}/robustness.png\"><img src=\"{r.id}/robustness.png\" "
                      "alt=\"robust accuracy against the L-inf budget\" width=\"500\" height=\"340\"></a>")
+    if corruption_curve:  # v3 on
+        parts.append(corruption_view.curve_html(r))
     if r.gallery:
         parts.append("<h2>Explanation gallery</h2>\n<p>Click an image for its full size.</p>\n<div class=\"gallery\">")
         for rel in r.gallery:

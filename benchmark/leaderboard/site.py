@@ -10,7 +10,7 @@ from html import escape
 from typing import Any
 
 from ..results.metric_ids import robust_id
-from . import fmt
+from . import corruption_view, fmt
 from .markdown import TITLES
 from .markup import NONE, Links, date_text, extra_data, flags_html, page, td, th
 from .store import StoredResult
@@ -225,6 +225,7 @@ def index(sections: list[dict[str, Any]], *, links: Links = Links(), headline_xa
         v = s["version"]
         parts.append(f"<section id=\"{v}\">\n<h2>Benchmark {v}</h2>\n<p>{escape(s['note'])}</p>")
         extra = f" · <a href=\"{v}/gallery.html\">Explanation gallery</a>" if s.get("gallery") else ""
+        extra += f" · <a href=\"{v}/corruptions.html\">Corruption view</a>" if s.get("corruptions") else ""
         parts.append(f"<p><a href=\"{v}/methods.html\">Explanation methods view</a>{extra}</p>")
         for t in s["tables"]:
             if t.min_n_for_ci is None:  # v1: its own titles
@@ -237,6 +238,7 @@ def index(sections: list[dict[str, Any]], *, links: Links = Links(), headline_xa
                          f"{board_table(t, link_root='', headline_xai=headline_xai)}")
             if t.rows and t.kind != "flagged":
                 parts.append(threat_tables(t, s.get("robust_metric") or "accuracy"))
+                parts += [c for c in [corruption_view.site_table(t)] if c]  # v3 on: natural corruptions
         for preset, images in s["scatters"]:
             if not images:
                 continue

@@ -21,6 +21,7 @@ from ..results.metric_ids import (
     xai_id,
 )
 from ..results.metrics import REDUCERS
+from . import corruption_columns
 from .layout import Layout
 from .resample import Resampler
 from .store import StoredResult, VersionSpec
@@ -281,6 +282,7 @@ def main_table(
             cols.append(Column(mid, names.get(mid, mid.split("/", 1)[1]), "clean"))
     for b in budgets(results, layout.robust_metric):
         cols.append(Column(robust_id(b, layout.robust_metric), f"robust {budget_label(b)}", "robust"))
+    cols += [Column(*c) for c in corruption_columns.board_columns(mid for r in results for mid in r.metrics)]
     for m in methods(results, layout, references=False):
         for metric in layout.localisation:
             mid = xai_id(m, metric)
@@ -311,7 +313,8 @@ def main_table(
         columns=cols,
         rows=rows,
         kind="main" if preset == "full" else "quick",
-        references=reference_rows(ranking, budget_ids),
+        references=[replace(r, metrics=corruption_columns.with_reference_values(r.metrics, [c.key for c in cols]))
+                    for r in reference_rows(ranking, budget_ids)],  # constant answers: corrupted = clean
         min_n_for_ci=ranking.min_n_for_ci,
         rank_by=layout.rank_by,
     )

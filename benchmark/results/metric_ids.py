@@ -4,7 +4,7 @@
 
 Grammar (each NAME snake_case from ``[a-z0-9_.+-]``, never "nan_reason")::
 
-    id       := clean | robust | xai
+    id       := clean | robust | xai | corrupt
     clean    := "clean/" METRIC                              clean/accuracy, clean/p_fracture (a column)
     robust   := "robust/" THREAT "/" METRIC                  robust/linf-4/accuracy, robust/linf-4/broken
               | "robust/" NORM "/" METRIC                    per-norm column: robust/linf/min_eps_broken
@@ -19,6 +19,20 @@ Grammar (each NAME snake_case from ``[a-z0-9_.+-]``, never "nan_reason")::
               | "adv-" THREAT ["/" ("flipped" | "not_flipped")]   on the attacked images
               | "drop-" THREAT                               clean minus attacked
 
+    corrupt  := "corrupt/" SHIFT "/" METRIC ["/drop"]         corrupt/gaussian_noise-3/balanced_accuracy,
+                                                             corrupt/gaussian_noise-3/correct (a column),
+                                                             corrupt/mean/balanced_accuracy/drop
+              | "corrupt/" SHIFT "/xai/" METHOD "/" METRIC ["/drop"]   an explanation endpoint on the
+                                                             corrupted (or, SHIFT "clean", the clean) image
+    SHIFT    := CORRUPTION "-" SEVERITY                      gaussian_noise-3 (severity 0..9; 0 = the image as is)
+              | "mean-" SEVERITY                             mean over the corruptions at one severity
+              | "mean"                                       mean over every corruption and severity
+              | "clean"                                      the uncorrupted image (explanation endpoints only)
+    CORRUPTION := [a-z][a-z0-9_]*, neither "mean" nor "clean"
+
+"drop" is the paired difference clean minus corrupted, per image (so a balanced-accuracy drop is the clean
+balanced accuracy minus the corrupted one, exactly: the reducer is linear in the column).
+
 A METHOD (attribution method or reference map) or IMAGE column never starts with "adv-". The NaN reasons of a per-sample
 column sit in ``<column>/nan_reason`` (``reason_column``): not a metric id.
 """
@@ -28,8 +42,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-CLEAN, ROBUST, XAI = "clean", "robust", "xai"
-FAMILIES = (CLEAN, ROBUST, XAI)
+CLEAN, ROBUST, XAI, CORRUPT = "clean", "robust", "xai", "corrupt"
+FAMILIES = (CLEAN, ROBUST, XAI, CORRUPT)
 NORMS = ("linf", "l2")
 VS_REF = "vs-best-ref"
 FLIP_PARTS = ("flipped", "not_flipped")  # split of an adv- variant by whether the attack flipped the label
@@ -39,20 +53,26 @@ NORM_COLUMNS = ("min_eps_broken",)  # per-norm per-sample columns (robust/<norm>
 NAME = re.compile(r"[a-z0-9_.+-]+")
 THREAT = re.compile(r"(linf|l2)-([0-9]+(?:\.[0-9]+)?)")
 _ATTACK_VARIANT = re.compile(rf"(adv|drop)-({THREAT.pattern})(?:/({'|'.join(FLIP_PARTS)}))?")
+MEAN_SHIFT, CLEAN_SHIFT, DROP = "mean", "clean", "drop"  # corrupt/: pooled shifts, the clean image, paired drop
+CORRUPTION = re.compile(r"[a-z][a-z0-9_]*")
+SHIFT = re.compile(r"(?:([a-z][a-z0-9_]*)-([0-9]))|mean|clean")
 
 
 @dataclass(frozen=True)
 class MetricId:
     """A parsed id. ``str(mid)`` gives the id back."""
 
-    family: str  # clean | robust | xai
+    family: str  # clean | robust | xai | corrupt
     metric: str  # the score or column name (an xai per-image column: mask_px, flipped, ...)
     threat: str | None = None  # robust: the budget; xai: the attack of an adv-/drop- variant or image column
     method: str | None = None  # xai: the attribution method or reference map; None for a per-image column
     variant: str | None = None  # xai: what follows METHOD/METRIC (a subgroup, vs-best-ref, adv-/drop-...);
-    # robust: the norm of a per-norm column (threat None)
+    # robust: the norm of a per-norm column (threat None); corrupt: "drop" or None
+    shift: str | None = None  # corrupt: <corruption>-<severity>, mean-<severity>, mean or clean
 
     def __str__(self) -> str:
+        if self.family == CORRUPT:
+            return corrupt_id(self.shift, self.metric, method=self.method, drop=self.variant == DROP)
         if self.family == CLEAN:
             return clean_id(self.metric)
         if self.family == ROBUST:
@@ -163,6 +183,56 @@ def reason_column(column: str) -> str:
     return f"{column}/{REASON}"
 
 
+def is_shift(text: str) -> bool:
+    """A corruption condition (``gaussian_noise-3``), ``mean-<severity>``, ``mean`` or ``clean``."""
+    m = SHIFT.fullmatch(text) if isinstance(text, str) else None
+    return m is not None and m.group(1) != CLEAN_SHIFT
+
+
+def shift_id(corruption: str, severity: int) -> str:
+    """``<corruption>-<severity>``: one corruption at one severity (0 = the image as it is)."""
+    if not isinstance(corruption, str) or not CORRUPTION.fullmatch(corruption) or corruption in (MEAN_SHIFT, CLEAN_SHIFT):
+        raise ValueError(f"metric id: corruption {corruption!r} is not a name of [a-z0-9_] (nor mean / clean)")
+    if isinstance(severity, bool) or not isinstance(severity, int) or not 0 <= severity <= 9:
+        raise ValueError(f"metric id: severity {severity!r} is not a whole number from 0 to 9")
+    return f"{corruption}-{severity}"
+
+
+def mean_shift(severity: int | None = None) -> str:
+    """``mean`` (every corruption and severity) or ``mean-<severity>`` (every corruption at one severity)."""
+    if severity is None:
+        return MEAN_SHIFT
+    if isinstance(severity, bool) or not isinstance(severity, int) or not 0 <= severity <= 9:
+        raise ValueError(f"metric id: severity {severity!r} is not a whole number from 0 to 9")
+    return f"{MEAN_SHIFT}-{severity}"
+
+
+def shift_parts(shift: str) -> tuple[str | None, int | None]:
+    """(corruption or None for mean/clean, severity or None): ``gaussian_noise-3`` -> ("gaussian_noise", 3),
+    ``mean-3`` -> (None, 3), ``mean`` / ``clean`` -> (None, None)."""
+    if not is_shift(shift):
+        raise ValueError(f"metric id: {shift!r} is not <corruption>-<severity>, mean-<severity>, mean or clean")
+    m = SHIFT.fullmatch(shift)
+    if m.group(1) is None:
+        return None, None
+    return (None if m.group(1) == MEAN_SHIFT else m.group(1)), int(m.group(2))
+
+
+def corrupt_id(shift: str, metric: str, *, method: str | None = None, drop: bool = False) -> str:
+    """``corrupt/<shift>/<metric>[/drop]`` or, for an explanation endpoint of ``method``,
+    ``corrupt/<shift>/xai/<method>/<metric>[/drop]``. ``clean`` is a shift of explanation endpoints only,
+    and has no drop."""
+    shift_parts(shift)
+    if shift == CLEAN_SHIFT and (method is None or drop):
+        raise ValueError("metric id: corrupt/clean/ holds the clean explanation endpoint only (no drop)")
+    if _name(metric, "metric") == DROP:
+        raise ValueError("metric id: 'drop' is a variant, not a metric")
+    if method is not None and _name(method, "method").startswith("adv-"):
+        raise ValueError(f"metric id: method {method!r} must not start with 'adv-'")
+    mid = f"{CORRUPT}/{shift}/" + (f"{XAI}/{method}/" if method is not None else "") + metric
+    return f"{mid}/{DROP}" if drop else mid
+
+
 # -- parsers ------------------------------------------------------------------------------------------------
 
 
@@ -178,6 +248,19 @@ def parse(mid: str) -> MetricId:
         return MetricId(ROBUST, rest[1], threat=rest[0])
     if family == ROBUST and len(rest) == 2 and rest[0] in NORMS and rest[1] in NORM_COLUMNS:
         return MetricId(ROBUST, rest[1], variant=rest[0])  # a per-norm column: no threat
+    if family == CORRUPT and len(rest) >= 2 and is_shift(rest[0]):
+        drop = rest[-1] == DROP
+        body = rest[1:-1] if drop else rest[1:]
+        if len(body) == 1 or (len(body) == 3 and body[0] == XAI):
+            out = MetricId(CORRUPT, body[-1], method=body[1] if len(body) == 3 else None,
+                           variant=DROP if drop else None, shift=rest[0])
+            try:
+                same = str(out) == mid  # the builder's checks (no drop of the clean endpoint, ...)
+            except ValueError:
+                same = False
+            if same:
+                return out
+        raise ValueError(f"not a metric id: {mid!r}")
     if family == XAI:
         if len(rest) == 1 and not rest[0].startswith("adv-"):
             return MetricId(XAI, rest[0])
