@@ -30,6 +30,13 @@ def train(
     seed: int | None = typer.Option(
         None, "--seed", help="Replace the config's seed (its id must say where the seed goes, as effl0-erm-pt.yaml's does)."
     ),
+    time_guard: float | None = typer.Option(
+        None,
+        "--time-guard",
+        min=1,
+        help="Stop at an epoch's end once this many seconds have passed (replaces the config's time_guard_s; "
+        "the model card says when it bound).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the submission folder."),
 ) -> None:
     """Train a baseline on the training split (minus a holdout for epoch selection) and write a submission."""
@@ -45,8 +52,9 @@ def train(
             f"  AUROC {h.auroc:.3f}{pgd}  score {r.score:.3f}  {r.seconds:.1f} s"
         )
 
+    overrides = {"time_guard_s": time_guard} if time_guard else None
     result = train_baseline(
-        config, data=data, out=out, device=device, recipe=recipe, seed=seed, on_epoch=on_epoch
+        config, data=data, out=out, device=device, recipe=recipe, seed=seed, overrides=overrides, on_epoch=on_epoch
     )
     o = result.outcome
     f = o.final
