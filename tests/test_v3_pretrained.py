@@ -179,6 +179,8 @@ def test_a_new_head_is_seeded_and_the_backbone_is_the_pretrained_one():
     assert torch.equal(a.blocks[6][0].conv_pwl.weight, b.blocks[6][0].conv_pwl.weight)
     ref = _converted()
     assert torch.equal(a.blocks[6][0].conv_pwl.weight, ref.blocks[6][0].conv_pwl.weight)
+    features = timm.create_model(SOURCE.timm, pretrained=False, in_chans=1, num_classes=0)
+    assert initialise(features, NAME).head == "no classifier (features only)"
 
 
 def test_another_architecture_is_refused():

@@ -192,12 +192,17 @@ def initialise(net: nn.Module, name: str) -> PretrainedInit:
     state[stem_key] = adapt_input_conv(in_chans, state[stem_key])
     stem = "RGB filters summed into one input channel" if in_chans == 1 else f"{in_chans} input channels as trained"
     head_keys = [k for k in state if k.startswith(f"{head}.")]
-    if all(state[k].shape == target[k].shape for k in head_keys):
+    if all(k in target and state[k].shape == target[k].shape for k in head_keys):
         head_text = "ImageNet classifier kept"
     else:
         for k in head_keys:
             del state[k]
-        head_text = f"new {target[f'{head}.weight'].shape[0]}-class classifier (seeded initialisation)"
+        weight = target.get(f"{head}.weight")
+        head_text = (
+            "no classifier (features only)"
+            if weight is None
+            else f"new {weight.shape[0]}-class classifier, seeded"
+        )
     missing = sorted(set(target) - set(state) - set(head_keys))
     extra = sorted(set(state) - set(target))
     wrong = sorted(k for k in state if k in target and state[k].shape != target[k].shape)
