@@ -244,3 +244,36 @@ def test_configure_accepts_its_own_output_and_pickles():
     cfg = CorruptionBattery().configure(raw_config("full"))
     assert CorruptionBattery().configure(cfg) is cfg
     assert pickle.loads(pickle.dumps(cfg)) == cfg
+
+
+class NanWhenDark(torch.nn.Module):
+    """Fine on the clean images (mean ~0.5), NaN once an image is darkened below a mean of 0.3."""
+
+    def forward(self, x):
+        m = x.flatten(1).mean(dim=1, keepdim=True)
+        z = torch.where(m < 0.3, torch.full_like(m, float("nan")), m - 0.5)
+        return torch.cat([-z, z], dim=1)
+
+
+def test_non_finite_logits_on_corrupted_images_are_the_submissions_error():
+    from fxbench.errors import SubmissionError
+
+    model = wrap(NanWhenDark(), channels=1, mean=(0.0,), std=(1.0,))
+    with pytest.raises(SubmissionError, match=r"on corrupted images \(brightness_down-[45]\)"):
+        run(model, u8_evalset(4), {**raw_config("full"), "run": ["brightness_down"], "stability": None})
+
+
+def test_an_attribution_captum_cannot_compute_is_nan_with_the_reason(tiny_model, monkeypatch):
+    from fxbench.corruptions import battery as cb
+    from fxbench.explanations.methods import UnsupportedMethod
+
+    def refuse(*a, **k):
+        raise UnsupportedMethod("no gradient here")
+
+    monkeypatch.setattr(cb, "attribution_maps", refuse)
+    samples, m, info = run(tiny_model, u8_evalset(6), raw_config("quick"), preset="quick")
+    col = corrupt_id("clean", "relevance_mass_enrichment", method="saliency")
+    assert samples[col].isna().all() and m[col]["value"] is None
+    assert "unsupported: no gradient here" in set(samples[f"{col}/nan_reason"])
+    assert info["stability"]["unsupported"] == {"saliency": "no gradient here"}
+    assert m[corrupt_id(mean_shift(), "balanced_accuracy")]["value"] is not None  # the rest is scored

@@ -234,3 +234,13 @@ def test_the_vectorised_balanced_accuracy_bootstrap_is_the_reducer_per_resample(
     m = MetricDef("x", "c", reduce="balanced_accuracy")
     ref = np.array([REDUCERS.get("balanced_accuracy")(df.iloc[i], m) for i in idx])
     np.testing.assert_array_equal(resample_stats(df, m, idx), ref)
+
+
+def test_the_site_board_shows_the_mean_corrupted_score_by_default(built):
+    index = built["site/index.html"].decode()
+    head = index[index.index('id="board-v3-full"'):]
+    head = head[: head.index("</thead>")]
+    mean = ids.corrupt_id("mean", "balanced_accuracy")
+    drop = ids.corrupt_id("mean", "balanced_accuracy", drop=True)
+    assert f'data-col="{mean}"><button' in head  # shown (a hidden one carries class="off")
+    assert f'data-col="{drop}" class="off"' in head

@@ -21,6 +21,7 @@ from .. import decision
 from ..battery import BatteryResult, EvalSet, RunContext, ShardOutput, chunk_index, chunk_keys, derive_seed
 from ..clean import clean_logits
 from ..errors import EvaluationBug
+from ..explanations.methods import UnsupportedMethod
 from ..models.device import model_device
 from ..results.metric_ids import CLEAN_SHIFT, clean_id, reason_column, shift_id
 from ..results.metrics import MetricDef
@@ -85,6 +86,8 @@ class CorruptionBattery:
             data[column(pooled, drop=True)] = np.mean([data[column(m, drop=True)] for m in members], axis=0)
         stab.put(data)
         info = {"clean_source": {source: len(ids)}, "timings_s": timings, "stability_images": stab.n}
+        if stab.unsupported:
+            info["unsupported"] = {cfg.stability.method: stab.unsupported}
         return ShardOutput(samples=pd.DataFrame(data), info=info)
 
     def _clean_correct(self, ctx: RunContext, model, ids, x, y, cfg: CorruptionConfig) -> tuple[np.ndarray, str]:
@@ -119,6 +122,7 @@ class CorruptionBattery:
             "stability": None if cfg.stability is None else {
                 "method": cfg.stability.method, "endpoint": cfg.stability.endpoint,
                 "images": sum(int(outputs[k].info.get("stability_images", 0)) for k in expected),
+                "unsupported": next((o.info["unsupported"] for o in outputs.values() if "unsupported" in o.info), {}),
             },
             "timings_s": timings,
         }
@@ -138,6 +142,7 @@ class _Stability:
         self.values: dict[str, np.ndarray] = {}
         self.rows = np.array([], dtype=int)
         self.n = 0
+        self.unsupported: str | None = None
         st = cfg.stability
         if st is None:
             return
@@ -159,8 +164,12 @@ class _Stability:
     def _endpoint(self, shift: str, x: torch.Tensor) -> np.ndarray:
         st = self.cfg.stability
         torch.manual_seed(derive_seed(self.ctx.seed, NAME, st.method, shift))  # methods that draw noise
-        maps = attribution_maps(self.model, x, method=st.method, params=st.params, batch_size=st.batch_size,
-                                device=self.device)
+        try:
+            maps = attribution_maps(self.model, x, method=st.method, params=st.params, batch_size=st.batch_size,
+                                    device=self.device)
+        except UnsupportedMethod as e:  # Captum cannot explain this model: NaN with the reason, the run goes on
+            self.unsupported = e.reason
+            return np.full(len(x), np.nan)
         return score(st.endpoint, maps, self.masks, x)
 
     def condition(self, shift: str, xc: torch.Tensor) -> None:
@@ -190,8 +199,8 @@ class _Stability:
             if sub is not None:
                 full[self.rows] = sub
         data[col] = full
-        reasons = [r if r is not None else (None if np.isfinite(v) else "undefined (empty mask)")
-                   for r, v in zip(self.reasons, full)]
+        why = f"unsupported: {self.unsupported}" if self.unsupported else "undefined (empty mask)"
+        reasons = [r if r is not None else (None if np.isfinite(v) else why) for r, v in zip(self.reasons, full)]
         if any(r is not None for r in reasons):
             data[reason_column(col)] = reasons
         return full

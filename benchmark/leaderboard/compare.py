@@ -26,6 +26,7 @@ import pandas as pd
 from ..errors import ResultError
 from ..results.metric_ids import ROBUST, clean_id, try_parse
 from ..results.metrics import LABEL, REDUCERS, MetricDef, count_rows
+from . import corruption_columns
 from .resample import Resampler
 from .store import VERSION_RE, read_json, read_samples, samples_path
 
@@ -161,6 +162,7 @@ def headline_ids(ids: list[str], version: str) -> list[str]:
     layout = load_layout()
     keep = set(layout.rank_by) | set(HEADLINE_CLEAN) | set(layout.clean)
     keep |= set(_version_leaderboard(version).get("rank_by") or ())
+    keep |= set(corruption_columns.HEADERS)  # v3 on: the mean corrupted balanced accuracy and its drop
     refs = set(layout.reference_maps)
     out = []
     for mid in ids:

@@ -10,7 +10,7 @@ from html import escape
 from typing import Any
 
 from ..results.metric_ids import robust_id
-from . import corruption_view, fmt
+from . import corruption_columns, corruption_view, fmt
 from .markdown import TITLES
 from .markup import NONE, Links, date_text, extra_data, flags_html, page, td, th
 from .store import StoredResult
@@ -72,13 +72,14 @@ class _Col:
 def _site_columns(t: BoardTable, *, headline_xai: str) -> list[_Col]:
     """The board's columns with the submission facts after the name; a compact set shown by default (rank,
     submission, architecture, training, the first clean score, the headline robust score, the default
-    method's headline localisation score, flags); the column chooser shows the rest."""
+    method's headline localisation score, the mean corrupted score from v3 on, flags); the column chooser
+    shows the rest."""
     first_clean = next((c.key for c in t.columns if c.group == "clean"), None)
     headline = t.rank_by[0] if t.rank_by else None
     out = []
     for c in t.columns:
         if c.group:
-            on = c.key in (first_clean, headline, headline_xai)
+            on = c.key in (first_clean, headline, headline_xai, corruption_columns.MEAN_BA)
             out.append(_Col(c.key, c.header, "number", on))
         else:
             out.append(_Col(c.key, c.header, "text" if c.key != "rank" else "number", c.key in ALWAYS_ON))
