@@ -109,11 +109,11 @@ def ci_entry(json_path: str | Path, artifact_dir: str | Path, *, repository: str
     `gh attestation verify` command CI ran), kept in the record for readers."""
     from .provenance import check_provenance
 
-    path, stored = _entry(json_path)
     if not attestation.strip():
         raise FxbenchError("--attestation: say how the artifact's attestation was verified (e.g. the `gh "
                            "attestation verify ... --signer-workflow ...` command that passed)")
-    p = check_provenance(path, artifact_dir, repository=repository)
+    p = check_provenance(json_path, artifact_dir, repository=repository)  # bytes first: cheap, and decisive
+    path, stored = _entry(json_path)
     record = sealed({
         "schema": CI_SCHEMA, "submission": stored.id, "version": stored.version, "files": entry_files(path),
         "repository": p.repository, "run_id": p.run_id, "attestation": attestation.strip(),

@@ -395,8 +395,10 @@ def load_store(results_dir: str | Path, *, spec_for: Callable[[str], VersionSpec
         by_id: dict[str, list[StoredResult]] = {}
         for path in paths:
             try:
+                # the records first: an entry changed after its check is refused before its samples are read
+                evidence = read_evidence(audits, version, path, read_json(path))
                 r = read_stored_result(path, specs[version])
-                r.evidence = read_evidence(audits, version, path, r.result)
+                r.evidence = evidence
             except ResultError as e:
                 problems.append(str(e))
                 continue
