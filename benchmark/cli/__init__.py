@@ -36,7 +36,7 @@ def _root(
 
 
 # Command modules, in the order of the pipeline. Each defines register(app).
-COMMAND_MODULES = ["data", "submission", "run", "runmany", "leaderboard", "train"]
+COMMAND_MODULES = ["data", "submission", "run", "runmany", "leaderboard", "train", "audit"]
 
 
 def _register_all() -> None:

@@ -103,7 +103,7 @@ def build_leaderboard(
                 f"{len(results)} submission(s).")
         scatters = []
         for t in tables:
-            if t.kind == "flagged" or not t.rows:
+            if t.unranked or not t.rows:
                 continue
             lay = layout if ranking is None else replace(layout, scatter_y=ranking.rank_by[0])
             scatters.append((t.preset, _scatters(t, lay, files)))
@@ -137,14 +137,16 @@ def build_leaderboard(
         sections.append({"version": version, "note": note, "tables": tables, "scatters": scatters,
                          "gallery": has_gallery, "corruptions": corruption_html is not None,
                          "robust_metric": ranking.robust_metric if ranking is not None else layout.robust_metric})
-        json_versions.append(_version_json(spec, tables, view))
+        json_versions.append(_version_json(spec, tables, view, rank_by.get(version, layout.rank_by)))
         csv_rows += _csv_rows(tables)
     files[f"{SITE}/index.html"] = site.index(sections, links=links, headline_xai=headline_xai).encode()
     for name in SITE_ASSETS:
         files[f"{SITE}/assets/{name}"] = (ASSETS / name).read_bytes()
     files["README.md"] = markdown.render(md_versions, layout, rank_by).encode()
+    # rank_by: the newest version's sort keys (its tables come first); each version lists its own
+    newest = json_versions[0]["rank_by"] if json_versions else list(layout.rank_by)
     files["leaderboard.json"] = canonical_json({
-        "schema": "fxbench.leaderboard/1", "rank_by": list(layout.rank_by), "versions": json_versions,
+        "schema": "fxbench.leaderboard/1", "rank_by": newest, "versions": json_versions,
     }).encode()
     files["leaderboard.csv"] = _csv(csv_rows)
     return Leaderboard(files=dict(sorted(files.items())), counts={v: len(rs) for v, rs in store.versions.items()})
@@ -246,9 +248,11 @@ def _curve(r: StoredResult, layout: Layout) -> bytes | None:
                                   ylabel=layout.robust_metric.replace("_", " "))
 
 
-def _version_json(spec: VersionSpec, tables: list[BoardTable], view: MethodsView) -> dict[str, Any]:
+def _version_json(spec: VersionSpec, tables: list[BoardTable], view: MethodsView,
+                  rank_by: tuple[str, ...]) -> dict[str, Any]:
     return {
         "version": spec.version,
+        "rank_by": list(rank_by),
         "dataset_fingerprint": spec.fingerprint,
         "config_hashes": dict(sorted(spec.config_hashes.items())),
         "tables": [{
@@ -264,6 +268,7 @@ def _version_json(spec: VersionSpec, tables: list[BoardTable], view: MethodsView
                 "page": f"{SITE}/{t.version}/{row.result.id}.html",
                 "training": row.result.result["submission"].get("training") or {},
                 "flags": row.result.flags,
+                "evidence": row.result.evidence.to_json(),  # which includes provenance.ci as claimed
                 **({"not_ranked_because": row.reason} if row.reason else {}),
                 "metrics": row.result.metrics,
             } for row in t.rows],
@@ -293,7 +298,7 @@ def _csv_rows(tables: list[BoardTable]) -> list[dict[str, Any]]:
             d = {"version": t.version, "preset": t.preset, "rank": row.rank, "id": r.id, "name": r.name,
                  **({"table": t.kind} if t.min_n_for_ci is not None else {}),
                  "training": training_text(r.result["submission"].get("training") or {}),
-                 "flags": " ".join(f["code"] for f in r.flags)}
+                 "flags": " ".join(f["code"] for f in r.flags), "evidence": r.evidence.label}
             for c in t.columns:
                 m = r.metrics.get(c.key)
                 if c.group:  # a metric column

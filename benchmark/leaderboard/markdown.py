@@ -51,13 +51,15 @@ def _cell(row, col, min_n=None) -> str:
         return _escape(training_text(r.result["submission"].get("training") or {}))
     if col.key == "flags":
         return ", ".join(f"`{f['code']}`" for f in r.flags)
+    if col.key == "evidence":
+        return _escape(r.evidence.label)
     return fmt.metric(r.metrics.get(col.key), min_n=min_n) or fmt.NA
 
 
 def _reference_cell(ref, col) -> str:
     if col.key == "submission":
         return f"*reference: {ref.name}*"
-    if col.key in ("rank", "training", "flags", "reason"):
+    if col.key in ("rank", "training", "flags", "reason", "evidence"):
         return ""
     return fmt.metric(ref.metrics.get(col.key)) or ""
 
@@ -79,6 +81,7 @@ TITLES = {
     "main": "Models (full preset, ranked)",
     "quick": "Quick preset (reduced batteries: not leaderboard-grade, not ranked)",
     "flagged": "Flagged: not ranked",
+    "unranked": "Not ranked: flagged, or no evidence that the run happened",
 }
 
 

@@ -62,6 +62,12 @@ def td(text: str, value: str | None = None, cls: str = "") -> str:
     return f"<td{attr}{cls}>{text}</td>"
 
 
+def evidence_html(evidence: Any) -> str:
+    """An entry's evidence level (evidence.Evidence), what does not count as evidence in its tooltip."""
+    tip = "; ".join(evidence.notes) or "see the submission page"
+    return f"<span class=\"evidence\" title=\"{escape(tip)}\">{escape(evidence.label)}</span>"
+
+
 def flags_html(flags: list[dict[str, str]]) -> str:
     return " ".join(f"<span class=\"flag\" title=\"{escape(f['message'])}\">{escape(f['code'])}</span>"
                     for f in flags)

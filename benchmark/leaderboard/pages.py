@@ -4,6 +4,7 @@ every metric), the explanation methods view and the per-version gallery."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from html import escape
 from typing import Any
@@ -94,6 +95,7 @@ def submission_page(r: StoredResult, *, has_curve: bool, img_root: str = "", lin
                  f"fingerprint <code>{escape(b['dataset']['fingerprint'][:16])}...</code>), then compare the two "
                  "with <code>fxbench compare</code>:</p>\n"
                  f"<pre class=\"command\"><code>{escape(reproduce_command(r))}</code></pre>")
+    parts.append(evidence_section(r.evidence))
     if r.flags:
         parts.append("<h2>Flags</h2><ul class=\"flags\">" + "".join(
             f"<li><span class=\"flag\">{escape(f['code'])}</span> {escape(f['message'])}</li>" for f in r.flags
@@ -132,6 +134,42 @@ def submission_page(r: StoredResult, *, has_curve: bool, img_root: str = "", lin
         blob = json.dumps(components, sort_keys=True, indent=2, ensure_ascii=False)
         parts.append(f"<details><summary>Battery details</summary><pre>{escape(blob)}</pre></details>")
     return page(f"{r.name} - fxbench", "\n".join(parts), root="../", links=links)
+
+
+RUN_URL = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
+
+
+def _run(ci: dict[str, Any]) -> str:
+    repo, run = str(ci.get("repository") or ""), str(ci.get("run_id") or "")
+    text = escape(f"{repo} run {run}")
+    if RUN_URL.fullmatch(repo) and run.isdigit():
+        return f"<a href=\"https://github.com/{repo}/actions/runs/{run}\">{text}</a>"
+    return text
+
+
+def evidence_section(ev: Any) -> str:
+    """What shows that this result's run happened (evidence.Evidence): its audit, its verified CI run, and
+    what the result claims without proof (``provenance.ci`` without a verified record)."""
+    items = []
+    if ev.audit:
+        a = ev.audit
+        what = "passed" if a.get("verdict") == "pass" else "FAILED"
+        items.append(escape(f"Audit {what}: {a.get('images')} images chosen by a review-time nonce "
+                            f"({a.get('nonce')}) re-run with the submitted model on {a.get('device')}, "
+                            f"{str(a.get('audited_at') or '')[:10]}") + "; the per-image outcomes "
+                     + ("match the result." if what == "passed" else
+                        "contradict it: " + escape("; ".join(a.get("problems") or []))))
+    if ev.ci:
+        items.append("CI provenance verified: the committed files are byte for byte the artifact of "
+                     + _run(ev.ci) + ".")
+    elif ev.claimed_ci:
+        items.append("The result names CI " + _run(ev.claimed_ci) + ", <strong>not verified</strong> (no CI "
+                     "provenance record): a claim, not evidence.")
+    if not ev.levels:
+        items.append("No evidence that this run happened: its numbers are as submitted (they pass the store's "
+                     "consistency checks).")
+    return (f"<h2>Evidence: {escape(ev.label)}</h2>\n<ul class=\"evidence\">"
+            + "".join(f"<li>{i}</li>" for i in items) + "</ul>")
 
 
 def _scores_table(view: MethodsView, scores: dict, table_id: str) -> str:

@@ -12,14 +12,14 @@ from typing import Any
 from ..results.metric_ids import robust_id
 from . import corruption_columns, corruption_view, fmt
 from .markdown import TITLES
-from .markup import NONE, Links, date_text, extra_data, flags_html, page, td, th
+from .markup import NONE, Links, date_text, evidence_html, extra_data, flags_html, page, td, th
 from .store import StoredResult
 from .tables import BoardTable, budget_label, budgets, training_text
 
 # Columns about the submission rather than its scores (site only: the README keeps its narrow table).
 INFO = (("architecture", "architecture", "text"), ("parameters", "params", "number"),
         ("extra_data", "extra data", "text"), ("paper", "paper / code", "text"), ("evaluated", "evaluated", "text"))
-ALWAYS_ON = {"rank", "submission", "architecture", "training", "flags", "reason"}
+ALWAYS_ON = {"rank", "submission", "architecture", "training", "flags", "reason", "evidence"}
 
 
 def _info_cell(key: str, r: StoredResult) -> str:
@@ -118,12 +118,14 @@ def board_table(t: BoardTable, *, link_root: str, headline_xai: str = "") -> str
                 cells.append(td(escape(training_text(r.result["submission"].get("training") or {}))))
             elif c.key == "flags":
                 cells.append(td(flags_html(r.flags)))
+            elif c.key == "evidence":
+                cells.append(td(evidence_html(r.evidence)))
             else:
                 cells.append(_num_cell(r.metrics.get(c.key), t.min_n_for_ci))
         body.append(_row(cells, cols, f" data-id=\"{escape(r.id)}\""))
     for ref in t.references:  # trivial classifiers: visible, marked, never ranked
         body.append(_reference_row(ref, cols, t))
-    tid = f"board-{t.version}-{t.preset}" + ("-flagged" if t.kind == "flagged" else "")
+    tid = f"board-{t.version}-{t.preset}" + (f"-{t.kind}" if t.unranked else "")
     return _table(tid, head, body, classes="board sortable filterable")
 
 
@@ -158,7 +160,7 @@ def _table(tid: str, head: str, body: list[str], *, classes: str) -> str:
 
 def column_chooser(t: BoardTable, *, headline_xai: str = "") -> str:
     """Show/hide columns; the choice applies to every board on the page and is remembered (localStorage)."""
-    tid = f"board-{t.version}-{t.preset}" + ("-flagged" if t.kind == "flagged" else "")
+    tid = f"board-{t.version}-{t.preset}" + (f"-{t.kind}" if t.unranked else "")
     boxes = "".join(
         f"<label><input type=\"checkbox\" data-col=\"{escape(c.key)}\"{' checked' if c.on else ''}> "
         f"{escape(c.header)}</label>"
@@ -237,7 +239,7 @@ def index(sections: list[dict[str, Any]], *, links: Links = Links(), headline_xa
             note = f"<p class=\"note empty-state\">{escape(t.note)}</p>\n" if t.note else ""
             parts.append(f"<h3>{escape(title)}</h3>\n{note}{column_chooser(t, headline_xai=headline_xai)}\n"
                          f"{board_table(t, link_root='', headline_xai=headline_xai)}")
-            if t.rows and t.kind != "flagged":
+            if t.rows and not t.unranked:
                 parts.append(threat_tables(t, s.get("robust_metric") or "accuracy"))
                 parts += [c for c in [corruption_view.site_table(t)] if c]  # v3 on: natural corruptions
         for preset, images in s["scatters"]:

@@ -27,6 +27,8 @@ from ..errors import FxbenchError, ResultError
 from ..results.metric_ids import XAI, adv_variant, try_parse
 from ..results.metrics import LABEL, REDUCERS, MetricDef, compute_metric
 from ..results.resultfile import read_limited, read_result
+from .consistency import check_consistency, copied_rows
+from .evidence import Evidence, audits_root, orphan_records, read_evidence
 from .filechecks import MAX_SAMPLES_BYTES, check_gallery, check_parquet_size
 from .spec import VersionSpec, version_spec
 
@@ -43,6 +45,7 @@ class StoredResult:
     result: dict[str, Any]
     samples: pd.DataFrame
     gallery: dict[str, Path] = field(default_factory=dict)  # "gallery/<...>.png" -> file
+    evidence: Evidence = field(default_factory=Evidence)  # that the run happened (evidence.py)
 
     @property
     def id(self) -> str:
@@ -115,6 +118,7 @@ def read_samples(path: Path, result: dict[str, Any], source: Path, spec: Version
         check_eval_split(df, spec, source=f"{source} (per-sample file {path.name})")
     if spec is not None and spec.catalogue is not None:
         check_against_catalogue(result, df, spec, source=f"{source} (per-sample file {path.name})")
+        check_consistency(result, df, source=f"{source} (per-sample file {path.name})")
     else:
         check_metric_values(result, df, source=f"{source} (per-sample file {path.name})")
     return df
@@ -322,6 +326,19 @@ def read_stored_result(json_path: Path, spec: VersionSpec) -> StoredResult:
     return StoredResult(version=spec.version, path=json_path, result=result, samples=samples, gallery=gallery)
 
 
+def _copies(results: list[StoredResult]) -> list[str]:
+    """Pairs of results of one version that share values only a copy shares (consistency.copied_rows): rows of
+    one run under another id, or mixed into another result. Refused by name: a maintainer removes the copy."""
+    out = []
+    for i, a in enumerate(results):
+        for b in results[i + 1:]:
+            hit = copied_rows(a.samples, b.samples)
+            if hit is not None:
+                out.append(f"{a.path} and {b.path}: {hit[1]} images share the same {hit[0]} to the last bit, "
+                           "which two different runs never do: rows were copied from one result into the other")
+    return out
+
+
 def markdown_text(text: str) -> str:
     """Submitted free text (names, training notes) made inert for a Markdown table cell: HTML escaped (a
     submission name cannot inject markup into the generated README), pipes escaped, line breaks flattened."""
@@ -343,9 +360,12 @@ def require_folder(path: str | Path, *, what: str) -> None:
                                "nothing was written")
 
 
-def load_store(results_dir: str | Path, *, spec_for: Callable[[str], VersionSpec] | None = None) -> Store:
-    """Read and check every result; raise one ResultError listing every refused file."""
+def load_store(results_dir: str | Path, *, spec_for: Callable[[str], VersionSpec] | None = None,
+               audits_dir: str | Path | None = None) -> Store:
+    """Read and check every result and its evidence records (``audits_dir``, default ``audits/`` beside the
+    results folder); raise one ResultError listing every refused file."""
     root = Path(results_dir)
+    audits = Path(audits_dir) if audits_dir is not None else audits_root(root)
     if not root.is_dir():
         raise ResultError(f"{root}: no results folder (expected {root}/<version>/<submission-id>.json)")
     spec_for = spec_for or version_spec
@@ -375,7 +395,10 @@ def load_store(results_dir: str | Path, *, spec_for: Callable[[str], VersionSpec
         by_id: dict[str, list[StoredResult]] = {}
         for path in paths:
             try:
+                # the records first: an entry changed after its check is refused before its samples are read
+                evidence = read_evidence(audits, version, path, read_json(path))
                 r = read_stored_result(path, specs[version])
+                r.evidence = evidence
             except ResultError as e:
                 problems.append(str(e))
                 continue
@@ -388,6 +411,9 @@ def load_store(results_dir: str | Path, *, spec_for: Callable[[str], VersionSpec
                 problems.append(f"{rs[0].path}: holds submission {sid!r}; name the file {sid}.json")
             else:
                 versions.setdefault(version, []).append(rs[0])
+        if specs[version].catalogue is not None:  # real versions (synthetic test specs share made-up rows)
+            problems += _copies(versions.get(version, []))
+    problems += orphan_records(audits, {v: {r.id for r in rs} for v, rs in versions.items()})
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise ResultError(f"refused {len(problems)} result file(s); nothing was generated:\n{lines}")

@@ -22,6 +22,7 @@ from ..results.metric_ids import (
 )
 from ..results.metrics import REDUCERS
 from . import corruption_columns
+from .evidence import LEVELS
 from .layout import Layout
 from .resample import Resampler
 from .store import StoredResult, VersionSpec
@@ -65,6 +66,7 @@ class Ranking:
     n: int  # eval split images, from the split manifest (never from a result file)
     n_fracture: int
     reference_submissions: frozenset[str] = frozenset()  # trivial references the version names: never ranked
+    require_evidence: frozenset[str] = frozenset()  # v3: a full result is ranked only with one of these (evidence.py)
 
     @property
     def robust_metric(self) -> str:
@@ -85,11 +87,16 @@ class BoardTable:
     preset: str
     columns: list[Column]
     rows: list[Row]
-    kind: str = "main"  # main (full preset) | quick | flagged
+    kind: str = "main"  # main (full preset) | quick | flagged | unranked (flagged or without evidence, v3)
     references: list[ReferenceRow] = field(default_factory=list)
     note: str = ""  # e.g. why the table is empty
     min_n_for_ci: int | None = None  # below this n a score is printed without a CI ("n too small")
     rank_by: tuple[str, ...] = ()  # the sort keys the rows are in (the first is the headline score)
+
+    @property
+    def unranked(self) -> bool:
+        """The table of results kept out of the ranking, each with its reason."""
+        return self.kind in ("flagged", "unranked")
 
 
 @dataclass
@@ -183,7 +190,11 @@ def version_ranking(version: str) -> Ranking | None:
     counts = manifest.raw["counts"][d.raw["dataset"]["split"]] if manifest else None
     if not counts:
         raise ValueError(f"benchmark {version}: no split counts in the manifest for the reference rows")
+    need = frozenset(sec.get("require_evidence") or ())
+    if not need <= set(LEVELS):
+        raise ValueError(f"benchmark {version}: require_evidence {sorted(need)} names levels other than {LEVELS}")
     return Ranking(
+        require_evidence=need,
         rank_by=tuple(sec["rank_by"]),
         unranked_flags=frozenset(sec.get("unranked_flags") or ()),
         min_n_for_ci=int(sec.get("min_n_for_ci", 20)),
@@ -223,7 +234,12 @@ def ranked_layout(layout: Layout, ranking: Ranking) -> Layout:
 
 
 def unranked_reason(r: StoredResult, ranking: Ranking) -> str:
-    return "; ".join(f"{f['code']}: {f.get('message', '')}" for f in r.flags if f["code"] in ranking.unranked_flags)
+    """Why a result is kept out of the ranking: its unranked flags, and (a full result of a version that
+    requires evidence, not a reference submission) the evidence it lacks."""
+    reasons = [f"{f['code']}: {f.get('message', '')}" for f in r.flags if f["code"] in ranking.unranked_flags]
+    if r.preset == "full" and r.id not in ranking.reference_submissions:
+        reasons.append(r.evidence.missing(ranking.require_evidence))
+    return "; ".join(x for x in reasons if x)
 
 
 def version_tables(
@@ -261,7 +277,7 @@ def version_tables(
         tables.append(t)
     if flagged_all:
         t = main_table(version, "full", flagged_all, layout, ranking=ranking)
-        t.kind = "flagged"
+        t.kind = "unranked" if ranking.require_evidence else "flagged"
         t.rows = [Row(None, row.result, unranked_reason(row.result, ranking)) for row in t.rows]
         t.columns = [c for c in t.columns if c.key != "rank"] + [Column("reason", "reason not ranked")]
         tables.append(t)
@@ -289,6 +305,8 @@ def main_table(
             if any(mid in r.metrics for r in results):
                 cols.append(Column(mid, f"{m} {metric.replace('_', ' ')}", "localisation"))
     cols.append(Column("flags", "flags"))
+    if ranking is not None:  # v2 on: which evidence each entry carries (evidence.py)
+        cols.append(Column("evidence", "evidence"))
     if ranking is None:
         return BoardTable(version=version, preset=preset, columns=cols, rows=rank(results, layout),
                           rank_by=layout.rank_by)
