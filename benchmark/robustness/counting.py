@@ -47,11 +47,13 @@ class CountingModel(nn.Module):
         self.model = model
         self.phase = "other"
         self.counts: dict[str, dict[str, int]] = defaultdict(lambda: {"fwd": 0, "fwd_grad": 0, "bwd": 0})
+        self.calls: dict[str, int] = defaultdict(int)  # model calls (batches) per phase, whatever their size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = int(x.shape[0])
         c = self.counts[self.phase]
         c["fwd"] += n
+        self.calls[self.phase] += 1
         grad = torch.is_grad_enabled() and x.requires_grad
         if grad:
             x = _GuardInputGradient.apply(x, self.phase)
