@@ -154,6 +154,8 @@ def cost_printer(write, plan):
             if "clean" in left:
                 write(f"  clean: {_duration(len(prep.evalset) * rates['fwd_s_per_image'])}; explanations: "
                       "not priced, timed as it runs (the ETA in the progress lines)")
+        elif rob is not None:
+            write(f"cost: {prep.sub.spec.id}: every robustness shard is resumed (nothing left to price)")
         plan([(s.name, len(s.keys)) for s in steps], per_shard)
 
     return planned
