@@ -31,6 +31,7 @@ class Progress:
     start: Callable[[int], None] = lambda total: None
     advance: Callable[[str, str, bool], None] = lambda battery, key, resumed: None
     note: Callable[[str], None] = lambda message: None
+    planned: Callable[[Any], None] = lambda prep: None  # each PreparedRun, checked and planned, before any shard
 
 
 @dataclass(frozen=True)

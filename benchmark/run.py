@@ -59,6 +59,7 @@ def run_submission(
         with run_lock(out):
             prep = prepare_run(path, options=options, out=out, data=data, trust_code=trust_code, progress=progress,
                                started=started, started_at=started_at, overwrite=overwrite)
+            progress.planned(prep)  # e.g. the CLI's cost print, before any work
             progress.start(prep.n_shards)
             (outcome,) = (executor or LocalExecutor()).run([prep], progress=progress, on_done=finish_run)
             return outcome
@@ -127,6 +128,8 @@ def run_many(
             owners[prep.sub.spec.id] = i
             preps.append(prep)
             where.append(i)
+        for prep in preps:
+            progress.planned(prep)
         progress.start(sum(p.n_shards for p in preps))
         done = (executor or LocalExecutor()).run(preps, progress=progress, on_done=finish_run, keep_going=True)
         for i, outcome in zip(where, done):

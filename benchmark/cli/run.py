@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -83,26 +84,81 @@ def progress_for(console: Console, *, quiet: bool):
         return RunProgress(), lambda: None
     if not (console.is_terminal and sys.stdout.isatty()):
         plain = PlainProgress(lambda line: print(line, file=sys.stderr, flush=True), heartbeat=True)
-        return RunProgress(start=plain.start, advance=plain.advance, note=plain.note), plain.stop
+        planned = cost_printer(lambda line: print(line, file=sys.stderr, flush=True), plain.plan)
+        return RunProgress(start=plain.start, advance=plain.advance, note=plain.note, planned=planned), plain.stop
+
+    from .progress import Eta
 
     bar = Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, transient=False,
     )
     state: dict = {}
+    eta = Eta()
 
     def start(total: int) -> None:
         state["task"] = bar.add_task("shards", total=total)
+        state["t"] = time.monotonic()
         bar.start()
 
     def advance(battery: str, key: str, resumed: bool) -> None:
+        now = time.monotonic()
+        eta.advanced(battery, resumed, now - state["t"])
+        state["t"] = now
         what = f"{battery} {key}" + (" (resumed)" if resumed else "")
-        bar.update(state["task"], advance=1, description=what)
+        bar.update(state["task"], advance=1, description=f"{what}, {eta.text()}" if eta.known else what)
 
     def note(message: str) -> None:
         console.print(f"[yellow]note:[/] {message}")
 
-    return RunProgress(start=start, advance=advance, note=note), bar.stop
+    planned = cost_printer(lambda line: console.print(line, markup=False, highlight=False), eta.plan)
+    return RunProgress(start=start, advance=advance, note=note, planned=planned), bar.stop
+
+
+def _duration(s: float) -> str:
+    if s < 60:
+        return f"{s:.0f} s"
+    if s < 3600:
+        return f"{int(s // 60)} min {int(s % 60):02d} s"
+    return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
+
+
+def cost_printer(write, plan):
+    """`Progress.planned`: before any shard, print what the run will cost on this device and hand the
+    progress display each battery's shards (and the robustness battery's priced seconds per shard), so that
+    its lines name the battery at work and an ETA. The robustness battery is priced by its time floor
+    (robustness/floor.py: the passes the spec requires at both bounds, at this model's rates measured now on
+    this device); the clean battery at one forward pass per image; the explanation battery is timed as it runs."""
+
+    def planned(prep) -> None:
+        from ..robustness.floor import measure_rates, price, probe_size
+
+        per_shard: dict[str, float] = {}
+        steps = [s for s in prep.plan]
+        left = {s.name: [k for k in s.keys if not prep.store.done(s.name, k)] for s in steps}
+        rob = next((s for s in steps if s.name == "robustness"), None)
+        if rob is not None and left[rob.name]:
+            cfg, dev = rob.config, prep.dev
+            x = prep.evalset.x[: probe_size(cfg.batch_size, dev)].to(dev)
+            rates = measure_rates(prep.sub.model, x)
+            share = len(left[rob.name]) / len(rob.keys)
+            p = {k: v * share for k, v in price(cfg, len(prep.evalset), rates).items()}
+            per_shard[rob.name] = p["upper_s"] / len(left[rob.name])
+            done = f", {len(rob.keys) - len(left[rob.name])} shard(s) resumed" if share < 1 else ""
+            write(f"cost: {prep.sub.spec.id} on {dev.type} (rates measured now: "
+                  f"{rates['fwd_s_per_image'] * 1e3:.2f} ms per image forward, "
+                  f"{rates['fwd_bwd_s_per_image'] * 1e3:.2f} ms forward + backward, batch {rates['batch']}):")
+            write(f"  robustness ({cfg.label}, {prep.preset}, {len(prep.evalset)} images, {len(rob.keys)} shard(s)"
+                  f"{done}): {_duration(p['lower_s'])} if every image breaks at once, at most "
+                  f"{_duration(p['upper_s'])} if none ever breaks (time floor; expect up to ~1.5x on the wall)")
+            if "clean" in left:
+                write(f"  clean: {_duration(len(prep.evalset) * rates['fwd_s_per_image'])}; explanations: "
+                      "not priced, timed as it runs (the ETA in the progress lines)")
+        elif rob is not None:
+            write(f"cost: {prep.sub.spec.id}: every robustness shard is resumed (nothing left to price)")
+        plan([(s.name, len(s.keys)) for s in steps], per_shard)
+
+    return planned
 
 
 def interrupted() -> typer.Exit:

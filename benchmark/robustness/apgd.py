@@ -10,7 +10,8 @@ highest-loss point and loss of the library's run when the model's output for an 
 batch's size (the test runs both one image per call and compares bit for bit). With kernels that do, late
 steps gain ~1 ulp of loss, `loss > best` becomes a float tie, and the kept best point can differ by a whole
 step between the two runs; the robust set and the loss then agree within float32 rounding (also tested). A broken point returns its first adversarial iterate (the library keeps
-overwriting it with later ones), decided by fxbench's rule (fxbench.decision) instead of argmax.
+overwriting it with later ones), decided by fxbench's rule (fxbench.decision) instead of argmax; in a
+reduced-precision search (v3, precision.py) by a margin beyond the rounding, the verdict then taken in float32.
 
 Only the settings the specs use are supported (L-inf and L2, CE and the margin loss, any eot_iter); others go
 to the library (``supports``).
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from pyautoattack.autopgd_base import APGDAttack
 from pyautoattack.checks import check_zero_gradients
 
-from .. import decision
+from .precision import search_broken
 
 
 def supports(attack) -> bool:
@@ -95,7 +96,8 @@ def attack_single_run(attack, x: torch.Tensor, y: torch.Tensor):
         step, loss_steps, last_best, reduced = step[keep], loss_steps[:, keep], last_best[keep], reduced[keep]
         return keep
 
-    drop(decision.predict(z) != y, 0)
+    rtol = float(getattr(attack, "fxb_search_rtol", 0.0))  # > 0 only in a reduced-precision search (precision.py)
+    drop(search_broken(z, y, rtol), 0)
     for i in range(attack.n_iter):
         if len(idx) == 0:
             break
@@ -111,7 +113,7 @@ def attack_single_run(attack, x: torch.Tensor, y: torch.Tensor):
                 x1 = _project(attack, x, x_adv + (x1 - x_adv) * a + momentum * (1 - a))
             x_adv = x1 + 0.0
         z, loss, grad = _grad(attack, x_adv, y)
-        keep = drop(decision.predict(z) != y, i + 1)  # before the step-size update moves x_adv
+        keep = drop(search_broken(z, y, rtol), i + 1)  # before the step-size update moves x_adv
         if len(idx) == 0:
             break
         loss = loss[keep]  # (drop has already cut grad, the state and the iterate)

@@ -15,8 +15,7 @@ from ..battery import (
     Flag,
     RunContext,
     ShardOutput,
-    chunk_index,
-    chunk_keys,
+    derive_seed,
     seed_everything,
 )
 from ..models.device import model_device
@@ -24,13 +23,15 @@ from ..registry import Registry
 from ..results.metric_ids import robust_id, robust_norm_column
 from ..results.metrics import LABEL, MetricDef
 from .attacks import ATTACKS
-from .cascade import CLEAN, ChunkOutcome, attack_chunk
+from .cascade import CLEAN, ChunkOutcome, attack_chunk, clean_logits
 from .checks import FlagCollector, run_model_checks, square_check
-from .config import RobustnessConfig, parse_config
+from .config import Budget, RobustnessConfig, checks_here, parse_config, strength
+from .constant import analytic_outcome, probe
 from .counting import CountingModel
-from .floor import CPU_PROBE_BATCH, measure_rates, required_passes, time_floor
+from .floor import call_ratios, measure_rates, probe_size, required_calls, required_passes, time_floor
 from .gaming import clean_reference, run_checks, weak_black_box
 from .images import adv_key
+from .streams import merge_samples, parse_key, shard_keys
 
 REPO = Path(__file__).resolve().parents[2]  # the transfer surrogate's model.yaml is relative to the checkout
 
@@ -63,14 +64,15 @@ class RobustnessBattery:
 
     def shards(self, evalset: EvalSet, config: dict[str, Any]) -> list[str]:
         cfg = self.config(config)
-        return chunk_keys(len(evalset.chunks(cfg.chunk_size)))
+        return shard_keys(cfg, len(evalset.chunks(cfg.chunk_size)))
 
     def run_shard(self, key: str, *, model: torch.nn.Module, evalset: EvalSet, config: dict[str, Any],
                   ctx: RunContext) -> ShardOutput:
         cfg = self.config(config)
         chunks = evalset.chunks(cfg.chunk_size)
-        first = chunk_index(key, len(chunks), battery=NAME) == 0
-        lo, hi = chunks[chunk_index(key, len(chunks), battery=NAME)]
+        index, budgets = parse_key(key, cfg, len(chunks), battery=NAME)
+        first = key == shard_keys(cfg, len(chunks))[0]
+        lo, hi = chunks[index]
         seed = ctx.shard_seed(NAME, key)
         seed_everything(seed)  # as the runner does; again here, for callers of run_shard outside a run
         device = model_device(model, ctx.device)
@@ -83,25 +85,24 @@ class RobustnessBattery:
             n_check = min(cfg.checks.model_points if cfg.checks else cfg.batch_size, len(ids))
             counter.phase = "check-model"
             run_model_checks(counter, x[:n_check].to(device), y[:n_check].to(device), log=log)
-            # The plain batched rates that price the time floor, measured on this device in this run: a full
-            # batch on an accelerator; on a CPU a small one (cost per image does not fall with the batch
-            # there, and a full-batch probe cost ~10 s of a 2-minute first run).
-            probe = cfg.batch_size if device.type == "cuda" else min(CPU_PROBE_BATCH, cfg.batch_size)
-            rates = measure_rates(model, x[:probe].to(device))
-        outcome = attack_chunk(counter, x, y, ids, cfg=cfg, registry=self.attacks, seed=seed, device=device,
-                               log=log)
+            # The plain batched rates that price the time floor, measured on this device in this run.
+            rates = measure_rates(model, x[: probe_size(cfg.batch_size, device)].to(device))
+        outcome, constant = self._outcome(counter, x, y, ids, cfg=cfg, budgets=budgets, seed=seed, device=device,
+                                          log=log)
         gaming: dict[str, Any] = {}
-        if cfg.checks is not None:
+        checks = checks_here(cfg, budgets)
+        if checks is not None:
             linf = cfg.by_norm("linf")
-            surrogate = self.surrogate(cfg, device)
-            rep = run_checks(counter, x, y, outcome, checks=cfg.checks, registry=self.attacks,
+            here = budgets is None or (bool(linf) and linf[-1] in budgets)
+            surrogate = self.surrogate(cfg, device) if checks.transfer_points else None
+            rep = run_checks(counter, x, y, outcome, checks=checks, registry=self.attacks,
                              attack_options={a.name: a.options for a in cfg.attacks},
-                             largest_linf=linf[-1] if linf else None, headline=cfg.budget(cfg.headline),
+                             largest_linf=linf[-1] if linf and here else None, headline=cfg.budget(cfg.headline),
                              surrogate=surrogate, seed=seed, device=device, log=log,
-                             reference=clean_reference(ctx.previous, cfg.checks))
+                             reference=clean_reference(ctx.previous, checks))
             log.flags += rep.flags
             gaming = rep.info
-            if surrogate is None and cfg.checks.transfer_points:
+            if surrogate is None and checks.transfer_points:
                 # A check that did not run says so where a reader looks (a flag), not only in `info`: fxbench
                 # installed from a wheel has no repository holding the surrogate submission.
                 gaming["transfer"] = {"skipped": f"surrogate {cfg.checks.transfer_surrogate} not found"}
@@ -114,15 +115,34 @@ class RobustnessBattery:
             "breaks": outcome.breaks,
             "seconds": outcome.seconds,
             "passes": counter.totals(),
-            "steps": {b: {a: {"points": len(v), "steps": int(sum(v))} for a, v in per.items()}
-                      for b, per in outcome.steps.items()},
+            "steps": {b: {a: {"points": len(v), "steps": int(sum(v)), "max": int(max(v, default=0))}
+                          for a, v in per.items()} for b, per in outcome.steps.items()},
+            "calls": dict(sorted(counter.calls.items())),
             "n_broken": sum(len(o.adv) for o in outcome.norms.values()),
             "checks": gaming,
         }
         if rates is not None:
             info["rates"] = rates
+        if constant is not None:
+            info["constant"] = constant
         return ShardOutput(samples=_samples(outcome), tensors=_kept_images(outcome, cfg), flags=log.unique(),
                            info=info)
+
+    def _outcome(self, counter: CountingModel, x: torch.Tensor, y: torch.Tensor, ids: list[str], *,
+                 cfg: RobustnessConfig, budgets: list[Budget] | None, seed: int, device: torch.device,
+                 log: FlagCollector) -> tuple[ChunkOutcome, dict[str, Any] | None]:
+        """The cascade's outcome on this shard's images; a constant model's without attacks (constant.py)."""
+        if cfg.constant_model == "analytic":
+            xd, yd = x.to(device), y.to(device)
+            z, correct = clean_logits(counter, xd, yd, cfg.batch_size)
+            evidence = probe(counter, xd, yd, z, cfg=cfg, seed=derive_seed(seed, "constant"))
+            if evidence is not None:
+                    return analytic_outcome(ids, y, correct, z, cfg=cfg, budgets=budgets), evidence
+            clean = (z, correct)
+        else:
+            clean = None
+        return attack_chunk(counter, x, y, ids, cfg=cfg, registry=self.attacks, seed=seed, device=device,
+                            log=log, budgets=budgets, clean=clean), None
 
     def expected_metrics(self, config: dict[str, Any]) -> list[MetricDef]:
         return metric_defs(self.config(config))
@@ -131,28 +151,36 @@ class RobustnessBattery:
                  config: dict[str, Any], ctx: RunContext) -> BatteryResult:
         cfg = self.config(config)
         keys = sorted(outputs)
-        samples = pd.concat([outputs[k].samples for k in keys], ignore_index=True)
+        if cfg.shard_by == "chunk":
+            samples = pd.concat([outputs[k].samples for k in keys], ignore_index=True)
+        else:
+            samples = merge_samples({k: outputs[k].samples for k in keys}, cfg)
         infos = [outputs[k].info for k in keys]
         log = FlagCollector()
         curve = []
         n = len(samples)
         for b in cfg.budgets:
-            entering = sum(i["entering"][b.id] for i in infos)
-            breaks = {a.name: sum(i["breaks"][b.id][a.name] for i in infos) for a in cfg.attacks}
+            here = [i for i in infos if b.id in i["entering"]]  # the shards that ran this budget
+            attacks = cfg.attacks_for(b)
+            entering = sum(i["entering"][b.id] for i in here)
+            breaks = {a.name: sum(i["breaks"][b.id][a.name] for i in here) for a in attacks}
             # Robust accuracy after each attack at this budget, for AutoAttack's Square check.
             acc_after, left = {"clean": entering / n}, entering
-            for a in cfg.attacks:
+            for a in attacks:
                 left -= breaks[a.name]
                 acc_after[a.name] = left / n
             square_check(acc_after, alpha=cfg.square_flag_alpha, log=log)
-            curve.append({
+            entry = {
                 "budget": b.id, "norm": b.norm, "eps": b.eps, "eps_spec": b.value,
                 "robust_accuracy": float(samples[robust_id(b.id, "correct")].mean()),
                 "robust_at_start": entering, "broken_by": breaks,
-                "seconds_by": {a.name: round(sum(i["seconds"][b.id][a.name] for i in infos), 3)
-                               for a in cfg.attacks},
-            })
-        seconds = {a.name: round(sum(c["seconds_by"][a.name] for c in curve), 3) for a in cfg.attacks}
+                "seconds_by": {a.name: round(sum(i["seconds"][b.id][a.name] for i in here), 3) for a in attacks},
+            }
+            if cfg.attacks_at:  # v3: what this point of the curve is (docs/robustness.md, "v3")
+                entry["attacks"] = [a.name for a in attacks]
+                entry["strength"] = strength(cfg, b, self.attacks)
+            curve.append(entry)
+        seconds = {a.name: round(sum(c["seconds_by"].get(a.name, 0.0) for c in curve), 3) for a in cfg.attacks}
         log.flags += weak_black_box(cfg.checks, [(a.name, a.options, self.attacks.get(a.name).white_box)
                                                  for a in cfg.attacks])
         info = {
@@ -161,13 +189,22 @@ class RobustnessBattery:
             "leaderboard_grade": ctx.preset == "full",  # quick: fewer steps and budgets, a smoke run only
             "headline": cfg.headline,
             "curve": curve,
-            "broken_by_attack": {a.name: sum(c["broken_by"][a.name] for c in curve) for a in cfg.attacks},
+            "broken_by_attack": {a.name: sum(c["broken_by"].get(a.name, 0) for c in curve) for a in cfg.attacks},
             "seconds_by_attack": seconds,
             "passes": _sum_passes(infos),
             "passes_required": _required(cfg, infos, n),
             "steps": _sum_steps(infos),
             "checks": _sum_checks(infos),
         }
+        if all("calls" in i for i in infos):  # v3 shards: model calls against the iterations one stream needs
+            calls: dict[str, int] = {}
+            for i in infos:
+                for phase, c in i["calls"].items():
+                    calls[phase] = calls.get(phase, 0) + int(c)
+            info["calls"] = call_ratios(calls, required_calls(cfg, info["steps"]))
+        constant = [i["constant"] for i in infos if "constant" in i]
+        if constant:
+            info["constant"] = {**constant[0], "shards": len(constant), "of": len(infos)}
         rates = next((i["rates"] for i in infos if "rates" in i), None)
         if rates is not None and info["passes_required"]:
             info["time_floor"] = {"rates": rates, **time_floor(info["passes_required"], seconds, rates)}
@@ -185,8 +222,11 @@ class RobustnessBattery:
             for f in flags:
                 first.setdefault(f.code, f)
                 count[f.code] = count.get(f.code, 0) + 1
-        out = [Flag(c, f"{f.message} (in {count[c]} of {len(per_shard)} chunks)") for c, f in first.items()]
+        unit = "chunks" if cfg.shard_by == "chunk" else "shards"
+        out = [Flag(c, f"{f.message} (in {count[c]} of {len(per_shard)} {unit})") for c, f in first.items()]
         black_box = [a.name for a in cfg.attacks if not self.attacks.get(a.name).white_box]
+        if cfg.scope:  # what a reduced preset can and cannot catch, wherever its numbers are shown
+            out.append(Flag("robustness-scope", cfg.scope))
         for f in final:
             if f.code == "gradient-masking-suspected":
                 by_budget = {b.id: int(samples[robust_id(b.id, "attack")].isin(black_box).sum()) for b in cfg.budgets}
@@ -237,6 +277,8 @@ def _kept_images(o: ChunkOutcome, cfg: RobustnessConfig) -> dict[str, torch.Tens
     budget). ``robust/<headline>/broken`` says which is which. Misclassified-clean images: none."""
     head = cfg.budget(cfg.headline)
     out = o.norms[head.norm]
+    if head not in out.budgets:  # a v3 shard of the other norm
+        return {}
     k = out.budgets.index(head)
     final = o.final.get(head.id, {})
     kept = {}
@@ -257,6 +299,8 @@ def _sum_steps(infos: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, int
                 t = steps.setdefault(b, {}).setdefault(a, {"points": 0, "steps": 0})
                 t["points"] += rec["points"]
                 t["steps"] += rec["steps"]
+                if "max" in rec:  # v3 shards: the longest stream a point needed (required_calls)
+                    t["max"] = max(t.get("max", 0), rec["max"])
     return steps
 
 

@@ -22,6 +22,7 @@ from .attacks import FABBinary, follow_decision_rule
 from .checks import FlagCollector
 from .config import Budget, RobustnessConfig
 from .counting import CountingModel
+from .precision import SearchModel, cautious_square
 
 CLEAN = "clean"  # the 'attack' of a point the model already misclassifies
 
@@ -84,9 +85,11 @@ class AttackRun:
     steps: torch.Tensor | None = None  # per point: the steps (APGD) or queries (Square) it needed
 
 
-def run_attack(attack, x: torch.Tensor, y: torch.Tensor) -> AttackRun:
+def run_attack(attack, x: torch.Tensor, y: torch.Tensor, verdict=None) -> AttackRun:
     """Run an attack on points that are all classified correctly (the cascade attacks only those), without the
-    attack's own clean forward pass. APGD stops each point once it is broken (apgd.py); Square already does."""
+    attack's own clean forward pass. APGD stops each point once it is broken (apgd.py); Square already does.
+    ``verdict(points, y) -> broken``: where the attack searched in reduced precision, the float32 decision on
+    its points (precision.py); None: the attack's own forward pass decided, by fxbench's rule."""
     if apgd.supports(attack):
         attack.init_hyperparam(x)
         x, y = x.detach().clone().float(), y.detach().clone().long()
@@ -101,6 +104,9 @@ def run_attack(attack, x: torch.Tensor, y: torch.Tensor) -> AttackRun:
             x_best, acc, loss_best, x_best_adv, broke_at = apgd.attack_single_run(attack, x[idx].clone(),
                                                                                   y[idx].clone())
             hit = acc == 0
+            if verdict is not None:  # a reduced-precision search: the float32 verdict decides, at every point
+                x_best_adv = torch.where(hit.view(-1, *([1] * (x.ndim - 1))), x_best_adv, x_best)
+                hit = verdict(x_best_adv, y[idx]).to(hit.device)
             adv[idx[hit]] = x_best_adv[hit].clone()
             todo[idx[hit]] = False
             steps[idx.cpu()] += torch.where(broke_at >= 0, broke_at + 1, attack.n_iter + 1) * attack.eot_iter
@@ -121,8 +127,11 @@ def run_attack(attack, x: torch.Tensor, y: torch.Tensor) -> AttackRun:
                 break
             n_q, adv_curr = attack.attack_single_run(x[idx].clone(), y[idx].clone())
             steps[idx.cpu()] += n_q.long().cpu()
-            with torch.no_grad():
-                hit = decision.predict(attack.predict(adv_curr)) != y[idx]
+            if verdict is not None:  # every point's best, in float32 (the search may stop short of the boundary)
+                hit = verdict(adv_curr, y[idx]).to(todo.device)
+            else:
+                with torch.no_grad():
+                    hit = decision.predict(attack.predict(adv_curr)) != y[idx]
             adv[idx[hit]] = adv_curr[hit].clone()
             todo[idx[hit]] = False
         return AttackRun(adv, None, ~todo.cpu(), steps)
@@ -175,18 +184,56 @@ def check_feasible(adv: torch.Tensor, x: torch.Tensor, ids: list[str], *, budget
     return dist
 
 
+def build(entry, model: CountingModel, search: SearchModel | None, *, options: dict, rtol: float, **kwargs):
+    """An attack of the cascade, searching through ``search`` (reduced precision) where there is one, except
+    FAB (precision.py says why); the search's stopping rule gets the spec's margin tolerance.
+    Returns (attack, whether it searches in reduced precision)."""
+    attack = entry.build(search if search is not None else model, **kwargs, **options)
+    if search is None:
+        return attack, False
+    if isinstance(attack, FABBinary) or not (apgd.supports(attack) or isinstance(attack, SquareAttack)):
+        return entry.build(model, **kwargs, **options), False
+    if isinstance(attack, SquareAttack):
+        cautious_square(attack, rtol)
+    else:
+        attack.fxb_search_rtol = rtol
+    return attack, True
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
+def _verdict(model: CountingModel, batch_size: int):
+    """The float32 decision on an attack's points (phase ``verdict``), for attacks that searched reduced."""
+    def verdict(points: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        phase, model.phase = model.phase, "verdict"
+        try:
+            return decision.predict(logits(model, points.detach(), batch_size)) != y
+        finally:
+            model.phase = phase
+
+    return verdict
+
+
+def clean_logits(model: CountingModel, x: torch.Tensor, y: torch.Tensor, batch_size: int):
+    """(clean logits, correct): the one clean forward pass of a shard."""
+    model.phase = CLEAN
+    z = logits(model, x, batch_size)
+    return z, (decision.predict(z, where="on clean evaluation images") == y).cpu()
+
+
 def attack_chunk(model: CountingModel, x: torch.Tensor, y: torch.Tensor, ids: list[str], *,
                  cfg: RobustnessConfig, registry: Registry, seed: int, device: torch.device,
-                 log: FlagCollector) -> ChunkOutcome:
+                 log: FlagCollector, budgets: list[Budget] | None = None, clean=None) -> ChunkOutcome:
+    """``budgets``: the budgets this shard runs (None: every budget of the spec, as v1/v2 shards do);
+    ``clean``: (logits, correct) of the clean pass when the caller made it already."""
     x, y_dev = x.to(device), y.to(device)
-    model.phase = CLEAN
-    z_clean = logits(model, x, cfg.batch_size)
-    correct = (decision.predict(z_clean, where="on clean evaluation images") == y_dev).cpu()
+    z_clean, correct = clean if clean is not None else clean_logits(model, x, y_dev, cfg.batch_size)
+    dtype = cfg.search_dtype_for(device.type)
+    search = SearchModel(model, dtype) if dtype != "float32" else None
+    verdict = _verdict(model, cfg.batch_size) if search is not None else None
     norms: dict[str, NormOutcome] = {}
     entering: dict[str, int] = {}
     breaks: dict[str, dict[str, int]] = {}
@@ -195,15 +242,15 @@ def attack_chunk(model: CountingModel, x: torch.Tensor, y: torch.Tensor, ids: li
     steps: dict[str, dict[str, list[int]]] = {}
     final_by: dict[str, str] = {}  # budget id -> the attack whose final points are kept (the first APGD)
     for norm in ("linf", "l2"):
-        budgets = cfg.by_norm(norm)
-        out = NormOutcome(budgets=budgets, first=[-1] * len(ids))
+        norm_budgets = [b for b in cfg.by_norm(norm) if budgets is None or b in budgets]
+        out = NormOutcome(budgets=norm_budgets, first=[-1] * len(ids))
         robust = correct.clone()
         fab_cache: dict[str, dict[int, torch.Tensor]] = {}  # attack -> image -> FAB's point (once per norm)
-        for k, b in enumerate(budgets):
+        for k, b in enumerate(norm_budgets):
             entering[b.id] = int(robust.sum())
             breaks[b.id], seconds[b.id], final[b.id] = {}, {}, {}
-            steps[b.id] = {a.name: [] for a in cfg.attacks}
-            for spec in cfg.attacks:
+            steps[b.id] = {a.name: [] for a in cfg.attacks_for(b)}
+            for spec in cfg.attacks_for(b):
                 entry = registry.get(spec.name)
                 todo = robust.nonzero().flatten()
                 breaks[b.id][spec.name], seconds[b.id][spec.name] = 0, 0.0
@@ -211,8 +258,9 @@ def attack_chunk(model: CountingModel, x: torch.Tensor, y: torch.Tensor, ids: li
                     sel = todo[start : start + cfg.batch_size]
                     xb, yb = x[sel.to(device)], y_dev[sel.to(device)]
                     batch_ids = [ids[i] for i in sel.tolist()]
-                    attack = entry.build(model, norm=b.aa_norm, eps=b.eps, device=device, logger=log,
-                                         seed=attack_seed(seed, b.id, spec.name, n_batch), **spec.options)
+                    attack, searched = build(entry, model, search, norm=b.aa_norm, eps=b.eps, device=device,
+                                             logger=log, seed=attack_seed(seed, b.id, spec.name, n_batch),
+                                             options=spec.options, rtol=cfg.search_margin_rtol)
                     if cfg.checks is not None and cfg.checks.tie_rule:  # v3: Square decides by fxbench's rule
                         attack = follow_decision_rule(attack)
                     model.phase = spec.name
@@ -230,7 +278,8 @@ def attack_chunk(model: CountingModel, x: torch.Tensor, y: torch.Tensor, ids: li
                         adv = torch.where(within(pts, xb, norm, b.eps).view(-1, 1, 1, 1), pts, xb)
                         steps[b.id][spec.name] += [attack.n_iter if j in new else 0 for j in range(len(sel))]
                     else:
-                        run = run_attack(attack, xb.clone(), yb.clone())
+                        run = run_attack(attack, xb.clone(), yb.clone(),
+                                         verdict if searched else None)
                         adv = run.adv.detach()
                         if run.steps is not None:
                             steps[b.id][spec.name] += run.steps.tolist()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import FxbenchError
@@ -103,6 +103,13 @@ class RobustnessConfig:
     square_flag_alpha: float
     checks: GamingChecks | None = None
     label: str = "fxbench-AA v?"  # the spec's name and version, as the result's components name the battery
+    # v3 keys (absent in v1/v2 specs: the defaults are the old behaviour, so old configs compute what they did)
+    shard_by: str = "chunk"  # "norm": one shard per (chunk, norm), the cascade over that norm's budgets inside
+    attacks_at: tuple[tuple[str, tuple[str, ...]], ...] = ()  # budget id -> attacks run there (absent: all)
+    search_dtype: tuple[tuple[str, str], ...] = ()  # device type -> dtype of the attacks' search (absent: fp32)
+    search_margin_rtol: float = 0.0  # a reduced-precision search calls a point broken only below this margin
+    constant_model: str = "attack"  # "analytic": a model constant on every probe is not attacked (robust = clean)
+    scope: str = ""  # what this preset can and cannot catch: every result carries it as a flag (v3 quick)
 
     def budget(self, budget_id: str) -> Budget:
         for b in self.budgets:
@@ -112,6 +119,17 @@ class RobustnessConfig:
 
     def by_norm(self, norm: str) -> list[Budget]:
         return [b for b in self.budgets if b.norm == norm]
+
+    def attacks_for(self, budget: Budget) -> tuple[AttackSpec, ...]:
+        """The cascade's attacks that run at ``budget``, in cascade order (all of them unless the spec's
+        ``attacks_at`` names fewer)."""
+        names = dict(self.attacks_at).get(budget.id)
+        return self.attacks if names is None else tuple(a for a in self.attacks if a.name in names)
+
+    def search_dtype_for(self, device_type: str) -> str:
+        """The dtype the attacks search in on this kind of device ("float32" unless the spec says otherwise).
+        Every verdict (is this point adversarial?) is taken in float32 whatever this is."""
+        return dict(self.search_dtype).get(device_type, "float32")
 
 
 def _need(cfg: dict[str, Any], key: str, where: str = "") -> Any:
@@ -191,7 +209,52 @@ def parse_config(config: dict[str, Any], *, registry: Registry) -> RobustnessCon
         logit_rtol=float(_need(verify, "logit_rtol", "verify.")),
         square_flag_alpha=float(_need(config, "square_flag_alpha")),
         label=f"{config.get('name', 'fxbench-AA')} v{config.get('version', '?')}",
+        **_v3_keys(config, budgets, attacks),
     )
+
+
+SEARCH_DTYPES = ("float32", "bfloat16")
+
+
+def _v3_keys(config: dict[str, Any], budgets: tuple[Budget, ...], attacks: tuple[AttackSpec, ...]) -> dict:
+    """The keys v3 added (each optional: absent = the v1/v2 behaviour)."""
+    out: dict[str, Any] = {}
+    shard_by = config.get("shard_by", "chunk")
+    if shard_by not in ("chunk", "norm"):
+        raise FxbenchError(f"{SPEC}: 'shard_by' must be 'chunk' or 'norm', got {shard_by!r}.")
+    out["shard_by"] = shard_by
+    raw = config.get("attacks_at")
+    if raw is not None:
+        ids, names = [b.id for b in budgets], [a.name for a in attacks]
+        if not isinstance(raw, dict) or set(raw) - set(ids):
+            raise FxbenchError(f"{SPEC}: 'attacks_at' must map budget ids {ids} to lists of attacks, got {raw!r}.")
+        pairs = []
+        for bid, listed in raw.items():
+            if not isinstance(listed, list) or not listed or set(listed) - set(names):
+                raise FxbenchError(f"{SPEC}: 'attacks_at.{bid}' must be a non-empty list of the cascade's "
+                                   f"attacks {names}, got {listed!r}.")
+            pairs.append((str(bid), tuple(str(n) for n in listed)))
+        out["attacks_at"] = tuple(pairs)
+    raw = config.get("search_dtype")
+    if raw is not None:
+        if not isinstance(raw, dict) or not all(v in SEARCH_DTYPES for v in raw.values()):
+            raise FxbenchError(f"{SPEC}: 'search_dtype' must map device types to one of {SEARCH_DTYPES}, got {raw!r}.")
+        out["search_dtype"] = tuple((str(k), str(v)) for k, v in sorted(raw.items()))
+        rtol = config.get("search_margin_rtol")
+        if any(v != "float32" for v in raw.values()) and (
+                isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not 0 < rtol < 1):
+            raise FxbenchError(f"{SPEC}: a reduced-precision 'search_dtype' needs 'search_margin_rtol' in (0, 1), "
+                               f"got {rtol!r}.")
+        out["search_margin_rtol"] = float(rtol or 0.0)
+    constant = config.get("constant_model", "attack")
+    if constant not in ("attack", "analytic"):
+        raise FxbenchError(f"{SPEC}: 'constant_model' must be 'attack' or 'analytic', got {constant!r}.")
+    out["constant_model"] = constant
+    scope = config.get("scope", "")
+    if not isinstance(scope, str):
+        raise FxbenchError(f"{SPEC}: 'scope' must be a text, got {scope!r}.")
+    out["scope"] = " ".join(scope.split())
+    return out
 
 
 def _checks(raw: Any, attacks: tuple[AttackSpec, ...]) -> GamingChecks | None:
@@ -271,3 +334,29 @@ def _flag(section: Any, key: str) -> bool:
     if not isinstance(v, bool):
         raise FxbenchError(f"{SPEC}: 'checks.{key}' must be true or false, got {v!r}.")
     return v
+
+
+def checks_here(cfg: RobustnessConfig, budgets: list[Budget] | None) -> GamingChecks | None:
+    """The evaluator's checks a shard running ``budgets`` runs (None: every budget, all checks): the gradient and
+    transfer checks where the headline runs, the unbounded attack where the largest L-inf budget runs."""
+    if cfg.checks is None or budgets is None:
+        return cfg.checks
+    linf = cfg.by_norm("linf")
+    head = cfg.budget(cfg.headline) in budgets
+    largest = bool(linf) and linf[-1] in budgets
+    if not (head or largest):
+        return None
+    c = cfg.checks
+    return replace(c, fd_points=c.fd_points if head else 0, transfer_points=c.transfer_points if head else 0,
+                   unbounded_points=c.unbounded_points if largest else 0)
+
+
+def strength(cfg: RobustnessConfig, budget: Budget, registry: Registry) -> str:
+    """What a point of the curve is: "autoattack" (every attack of the cascade), "white-box" (gradient attacks
+    only, no black-box Square) or "reduced" (some other subset)."""
+    names = [a.name for a in cfg.attacks_for(budget)]
+    if len(names) == len(cfg.attacks):
+        return "autoattack"
+    if all(registry.get(n).white_box for n in names):
+        return "white-box"
+    return "reduced"

@@ -53,11 +53,13 @@ class CountingModel(nn.Module):
         self.counts: dict[str, dict[str, int]] = defaultdict(lambda: {"fwd": 0, "fwd_grad": 0, "bwd": 0})
         self.audit = audit
         self.seen_batches: dict[tuple[int, bool], tuple[str, torch.Tensor, torch.Tensor]] = {}
+        self.calls: dict[str, int] = defaultdict(int)  # model calls (batches) per phase, whatever their size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = int(x.shape[0])
         c = self.counts[self.phase]
         c["fwd"] += n
+        self.calls[self.phase] += 1
         grad = torch.is_grad_enabled() and x.requires_grad
         first = x[:1].detach().clone() if self.audit and n > 1 and (n, grad) not in self.seen_batches else None
         if grad:

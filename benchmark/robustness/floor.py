@@ -67,6 +67,33 @@ def required_passes(cfg: RobustnessConfig, *, n_images: int, n_broken: int,
     return dict(sorted(req.items()))
 
 
+def required_calls(cfg: RobustnessConfig, steps: dict[str, dict[str, dict[str, Any]]]) -> dict[str, int]:
+    """Model calls (batches, whatever their size) that the spec's iterations need when each attack at each
+    budget runs as ONE stream over every point of the split (v3): per stream, as many calls as its longest
+    point needs (``max`` in the battery's steps: APGD steps including the random start, Square queries
+    including the first), FAB one call at the start and two per step (a gradient, then "is it adversarial
+    yet?"). Points in a stream share its calls, so this does not grow with the number of images; v2's chunks
+    of 256 paid each stream once per chunk."""
+    out: dict[str, int] = {}
+    for per in steps.values():
+        for name, rec in per.items():
+            m = int(rec.get("max", 0))
+            if m <= 0:
+                continue
+            out[name] = out.get(name, 0) + (1 + 2 * m if name == "fab" else m)
+    return dict(sorted(out.items()))
+
+
+def call_ratios(calls: dict[str, int], required: dict[str, int]) -> dict[str, Any]:
+    """Model calls made against the iterations ``required_calls``: per attack, and in total over EVERY call
+    (clean, verdict, verify and the checks included in the numerator, not in the denominator)."""
+    per = {p: {"calls": int(calls.get(p, 0)), "required": r, "ratio": round(calls.get(p, 0) / r, 3)}
+           for p, r in required.items()}
+    total, req = sum(int(c) for c in calls.values()), sum(required.values())
+    return {"by_attack": per, "other": {p: int(c) for p, c in calls.items() if p not in required},
+            "total": {"calls": total, "required": req, "ratio": round(total / req, 3) if req else None}}
+
+
 def ratios(done: dict[str, dict[str, int]], required: dict[str, dict[str, int]]) -> dict[str, Any]:
     """Per phase and in total: passes done / passes required (images through fwd + backward passes)."""
     def total(c: dict[str, int]) -> int:
@@ -83,6 +110,12 @@ def ratios(done: dict[str, dict[str, int]], required: dict[str, dict[str, int]])
 
 
 CPU_PROBE_BATCH = 8  # images in the rate probe on a CPU (battery.py); an accelerator uses a full batch
+
+
+def probe_size(batch_size: int, device: torch.device) -> int:
+    """Images in the rate probe: a full battery batch on an accelerator; on a CPU a small one (cost per image
+    does not fall with the batch there, and a full-batch probe cost ~10 s of a 2-minute first run)."""
+    return batch_size if device.type == "cuda" else min(CPU_PROBE_BATCH, batch_size)
 
 
 def measure_rates(model: torch.nn.Module, x: torch.Tensor, *, repeats: int = 3) -> dict[str, Any]:
@@ -138,3 +171,60 @@ def time_floor(required: dict[str, dict[str, int]], wall_s: dict[str, float],
         tw, tf = tw + w, tf + f
     out["total"] = {"wall_s": round(tw, 3), "floor_s": round(tf, 3), "ratio": round(tw / tf, 2) if tf > 0 else None}
     return out
+
+
+def _checks_bound(cfg: RobustnessConfig, n_chunks: int) -> dict[str, int]:
+    """Passes of the evaluator's checks at most (their sizes are points per chunk in the spec)."""
+    c = cfg.checks
+    if c is None:
+        return _zero()
+    opts = {a.name: a.options for a in cfg.attacks}
+    unb = opts.get(c.unbounded_attack, {})
+    steps = (int(unb.get("n_iter", 0)) + 1) * int(unb.get("n_restarts", 1)) * int(unb.get("eot_iter", 1))
+    grad = n_chunks * (2 * c.fd_points + c.unbounded_points * steps) + c.model_points
+    fwd = grad + n_chunks * (2 * 2 * c.fd_points + 2 * c.fd_points + c.unbounded_points + c.transfer_points)
+    return {"fwd": fwd + 4 * c.model_points, "fwd_grad": grad, "bwd": grad}
+
+
+def bounds(cfg: RobustnessConfig, n_images: int) -> dict[str, dict[str, int]]:
+    """The passes the spec can require on ``n_images`` images, before anything is known about the model:
+    ``lower`` (every image broken by the first APGD step at each norm's first budget) and ``upper`` (every
+    image classified correctly and never broken, so every attack runs every step on every image; FAB once per
+    norm). A run's own ``passes_required`` lies between the two; the cost print before a run prices both."""
+    n_chunks = max(1, -(-n_images // cfg.chunk_size))
+    shards_per_chunk = 1 if cfg.shard_by == "chunk" else len([n for n in ("linf", "l2") if cfg.by_norm(n)])
+    clean = {"fwd": n_images * shards_per_chunk, "fwd_grad": 0, "bwd": 0}
+    upper: dict[str, int] = dict(clean)
+    lower: dict[str, int] = dict(clean)
+    for norm in ("linf", "l2"):
+        budgets = cfg.by_norm(norm)
+        fab_done = False
+        for k, b in enumerate(budgets):
+            for a in cfg.attacks_for(b):
+                o = a.options
+                if a.name.startswith("apgd"):
+                    s = n_images * (int(o["n_iter"]) + 1) * int(o["n_restarts"]) * int(o["eot_iter"])
+                    upper = _add(upper, {"fwd": s, "fwd_grad": s, "bwd": s})
+                elif a.name == "fab":
+                    if fab_done and int(o["n_restarts"]) == 1:
+                        continue
+                    fab_done = True
+                    s = n_images * int(o["n_iter"]) * int(o["n_restarts"])
+                    upper = _add(upper, {"fwd": 2 * s + n_images, "fwd_grad": s, "bwd": s})
+                else:
+                    upper = _add(upper, {"fwd": n_images * (int(o["n_queries"]) + 1) * int(o["n_restarts"])})
+            if k == 0:  # the first step of the first attack breaks everything; the rest of the norm is free
+                lower = _add(lower, {"fwd": 2 * n_images, "fwd_grad": n_images, "bwd": n_images})
+    checks = _checks_bound(cfg, n_chunks)
+    return {"lower": lower, "upper": _add(upper, checks)}
+
+
+def _add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {k: int(a.get(k, 0)) + int(b.get(k, 0)) for k in KINDS}
+
+
+def price(cfg: RobustnessConfig, n_images: int, rates: dict[str, Any]) -> dict[str, float]:
+    """Seconds the spec's passes take at ``rates`` on ``n_images`` images, at both ``bounds``: the cost print
+    of `fxbench run` (a floor: the wall time adds attack logic and smaller batches of survivors)."""
+    b = bounds(cfg, n_images)
+    return {"lower_s": floor_seconds(b["lower"], rates), "upper_s": floor_seconds(b["upper"], rates)}

@@ -4,23 +4,25 @@
 # and what earlier windows brought back), split into call folders .gpu/call-1, .gpu/call-2, ... each small
 # enough to travel with the working tree in one device call (64 MiB in all). Prints the calls to make.
 #
-# Usage: bash ops/gpu/gpu_pack.sh [--prepared DIR | --source FRACATLAS_DIR] [--prev DIR] [--limit-mib N]
+# Usage: bash ops/gpu/gpu_pack.sh [--prepared DIR | --source FRACATLAS_DIR] [--prev DIR] [--limit-mib N] [--runner S]
 #   --prepared DIR  a prepared dataset (fxbench data prepare); default: prepare one from --source
 #   --source DIR    FracAtlas release (default $FXBENCH_FRACATLAS, else ../shared/data/fracatlas beside the repo)
 #   --prev DIR      state-*.tar files fetched from earlier windows (default .gpu/prev when present): the
 #                   next window skips finished results, reuses finished shards and trained baselines
 #   --limit-mib N   what one call may carry with the tree (default 64; 1 MiB is kept as a margin)
+#   --runner S      the window script the printed calls run (default gpu_v2.sh; gpu_v3.sh: the v3 full runs)
 # Needs: the project's virtualenv active (fxbench importable), pip reaching PyPI (wheels, first time only).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-PREPARED="" SOURCE=${FXB_SOURCE:-${FXBENCH_FRACATLAS:-$ROOT/../shared/data/fracatlas}} PREV="" LIMIT_MIB=64
+PREPARED="" SOURCE=${FXB_SOURCE:-${FXBENCH_FRACATLAS:-$ROOT/../shared/data/fracatlas}} PREV="" LIMIT_MIB=64 RUNNER=gpu_v2.sh
 while [ $# -gt 0 ]; do
   case "$1" in
     --prepared) PREPARED=$2; shift 2 ;;
     --source) SOURCE=$2; shift 2 ;;
     --prev) PREV=$2; shift 2 ;;
     --limit-mib) LIMIT_MIB=$2; shift 2 ;;
+    --runner) RUNNER=$2; shift 2 ;;
     *) echo "gpu_pack.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -88,10 +90,10 @@ rm -rf .gpu/call-* "$BUILD/parts"
 mkdir -p "$BUILD/parts"
 # xz: the WebP images do not shrink, the dataset's hash columns and metadata do (2 MiB on FracAtlas).
 tar -C "$PAYLOAD" -cf - . | xz -T0 -6 | split -b "$BUDGET" -d -a 2 - "$BUILD/parts/payload.tar.xz.part-"
-python3 - "$BUILD/parts" "$TREE" "$BUDGET" <<'PY'
+python3 - "$BUILD/parts" "$TREE" "$BUDGET" "$RUNNER" <<'PY'
 import hashlib, json, shutil, sys
 from pathlib import Path
-parts_dir, tree, budget = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+parts_dir, tree, budget, runner = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 parts = sorted(parts_dir.glob("payload.tar.xz.part-*"))
 entries = [{"name": p.name, "bytes": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for p in parts]
 pid = hashlib.sha256("".join(e["sha256"] for e in entries).encode()).hexdigest()[:12]
@@ -106,6 +108,6 @@ print(f"payload {pid}: {sum(e['bytes'] for e in entries) / MiB:.1f} MiB in {len(
 for i, e in enumerate(entries, 1):
     last = i == len(entries)
     print(f"  call {i}: carry [\".gpu/call-{i}\"] ({e['bytes'] / MiB:.1f} MiB), command: "
-          + ("timeout 575 bash ops/gpu/gpu_v2.sh  (timeout_s 600: the work runs in this call)" if last
-             else "bash ops/gpu/gpu_v2.sh  (timeout_s 120: stashes the part; make the next call at once, the machine stays warm 30 s)"))
+          + (f"timeout 575 bash ops/gpu/{runner}  (timeout_s 600: the work runs in this call)" if last
+             else f"bash ops/gpu/{runner}  (timeout_s 120: stashes the part; make the next call at once, the machine stays warm 30 s)"))
 PY

@@ -158,7 +158,9 @@ def _command(job: Job, a: argparse.Namespace, left: float, work: Path, repo: Pat
             cmd += ["--data", a.data]
         return cmd + (["--small"] if a.small else [])
     cmd = [py, "-m", "fxbench", "run", _source(job, work, repo), "--preset", job.kind, "--device", a.device,
-           "--out", str(run_out(work, job.kind, job.sid)), "--quiet"]
+           "--out", str(run_out(work, job.kind, job.sid))]
+    if not getattr(a, "verbose", False):  # gpu_v3: the job's log keeps the cost print and the progress lines
+        cmd.append("--quiet")
     if a.data:
         cmd += ["--data", a.data]
     return cmd + (["--limit", str(SMALL_LIMIT)] if a.small else [])
@@ -173,7 +175,16 @@ def _record(work: Path, job: Job, seconds: float, status: str, t_start: float) -
         f.write(f"{job.name}\t{job.kind}\t{job.sid}\t{t_start:.1f}\t{seconds:.1f}\t{status}\n")
 
 
-def cmd_run(a: argparse.Namespace) -> int:
+def _shards_done(work: Path, job: Job) -> int:
+    """Finished shards of an evaluation job's run (the JSON file marks a shard finished)."""
+    root = run_out(work, job.kind, job.sid) / ".fxbench-shards"
+    return sum(1 for _ in root.rglob("*.json")) if root.is_dir() else 0
+
+
+def cmd_run(a: argparse.Namespace, plan_for=None) -> int:
+    """``plan_for(repo, work)``: the job plan (default: this window's, ``plan``); gpu_v3.py passes its own.
+    ``a.stop_after_shards`` (tests): stop an evaluation once it has finished that many shards, as the deadline
+    would, so that resuming from its shards can be tested without timing."""
     t0 = time.monotonic()
     deadline = t0 + a.deadline
     work, out, repo = Path(a.work), Path(a.out), Path(a.repo)
@@ -181,7 +192,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     if a.resume:
         restored = restore(Path(a.resume), work)
         print(f"resume: {restored} item(s) restored from {a.resume}", flush=True)
-    jobs = plan(repo, work)
+    jobs = (plan_for or plan)(repo, work)
     only = set(a.only.split(",")) if a.only else None
     if only:
         jobs = [j for j in jobs if j.name in only or j.sid in only]
@@ -198,8 +209,12 @@ def cmd_run(a: argparse.Namespace) -> int:
     while True:
         now = time.monotonic()
         left = deadline - now
+        stop_at = getattr(a, "stop_after_shards", None)
         for name, (job, proc, started, log) in list(running.items()):
             rc = proc.poll()
+            if rc is None and stop_at and job.kind != "train" and _shards_done(work, job) >= stop_at:
+                proc.terminate()
+                rc = proc.wait()
             if rc is None:
                 continue
             log.close()
@@ -295,10 +310,11 @@ def _items(work: Path) -> list[tuple[int, str, list[Path]]]:
     for d in sorted(subs.glob("*/")) if subs.is_dir() else []:
         if (d / "model.yaml").is_file():
             items.append((2, f"submissions/{d.name}", files(d)))
-    full = work / "results" / "full"
-    for j in sorted(full.glob("*/.fxbench-shards/**/*.json")) if full.is_dir() else []:
-        group = [p for p in (j.with_suffix(".parquet"), j.with_suffix(".safetensors"), j) if p.is_file()]
-        items.append((4, str(j.relative_to(work).with_suffix("")), group))
+    for preset in ("full", "quick"):  # finished shards of interrupted runs (a finished run has dropped its own)
+        root = work / "results" / preset
+        for j in sorted(root.glob("*/.fxbench-shards/**/*.json")) if root.is_dir() else []:
+            group = [p for p in (j.with_suffix(".parquet"), j.with_suffix(".safetensors"), j) if p.is_file()]
+            items.append((4, str(j.relative_to(work).with_suffix("")), group))
     return sorted(items, key=lambda t: t[0])
 
 
