@@ -73,7 +73,8 @@ class Tost:
 
 
 def tost_paired(d: np.ndarray, margin: float) -> Tost | None:
-    """Paired t TOST on per-image differences ``d`` (NaN dropped); None below 2 images or with no spread."""
+    """Paired t TOST on per-image differences ``d`` (NaN dropped); None below 2 images. Without any spread
+    (every image moved by the same amount) the t statistics are infinite: p = 0 inside the margin, 1 outside."""
     from scipy import stats
 
     d = np.asarray(d, dtype=float)
@@ -82,7 +83,8 @@ def tost_paired(d: np.ndarray, margin: float) -> Tost | None:
         return None
     se = d.std(ddof=1) / np.sqrt(d.size)
     if not se > 0:
-        return None
+        p_lo, p_hi = float(not d.mean() > -margin), float(not d.mean() < margin)
+        return Tost(max(p_lo, p_hi), p_lo, p_hi, float(margin), "paired t")
     df = d.size - 1
     p_lower = float(stats.t.sf((d.mean() + margin) / se, df))
     p_upper = float(stats.t.cdf((d.mean() - margin) / se, df))
