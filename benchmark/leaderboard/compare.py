@@ -48,8 +48,8 @@ from .stats import (
 )
 from .store import VERSION_RE, read_json, read_samples, samples_path
 
-__all__ = ["CORRECTIONS", "adjust_p", "compare_results", "fmt_p", "format_table", "p_value", "paired_difference",
-           "resolve_result"]
+__all__ = ["CORRECTIONS", "adjust_p", "compare_results", "fmt_p", "format_table", "grouped_difference", "p_value",
+           "paired_difference", "resolve_result"]
 
 
 @dataclass(frozen=True)
