@@ -4,6 +4,8 @@ v1 (``clean_fallback``): an image without a stored point stands in with its clea
 battery stores the headline attack's final point for every fractured image classified correctly clean,
 flipped or not; an image without one is never replaced by its clean image: its under-attack scores are NaN
 with the reason (``AttackedInputs.missing``). The tensor key format belongs to ``fxbench.robustness.images``.
+v3 (``under_attack.points: fixed_step``) reads nothing from the robustness battery: ``perturbed.py`` makes the
+attacked point and the noise control from the model and returns the same typed object, with ``noise`` set.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class AttackedInputs:
     attacked: list[bool]  # a point was stored for the image
     flipped: list[float]  # 1.0 the stored point flipped the label, 0.0 not, NaN unknown or none stored
     missing: list[str | None]  # why no point was stored (None where one was)
+    noise: torch.Tensor | None = None  # v3: the random-noise control at the same eps (same rows as x), or None
 
     def scored(self, clean_fallback: bool) -> np.ndarray:
         """Which images get under-attack scores: v1 every image (clean ones standing in), v2 attacked ones."""

@@ -7,8 +7,9 @@ and the drop from clean. ``finalize`` adds the metric definitions, the paired di
 trivial reference (v2), flags and the gallery.
 
 The parts: ``selection`` (images, shards, seeds), ``maps`` (maps and metric inputs), ``attacked`` (the
-stored attacked points), ``catalogue`` (columns and metric definitions), ``summaries`` (info and flags over
-shards), ``gallery`` (the pictures).
+stored attacked points), ``perturbed`` (v3: the battery's own fixed-step attacked point and noise control),
+``under_attack`` (the scores on them), ``catalogue`` (columns and metric definitions), ``summaries`` (info and
+flags over shards), ``gallery`` (the pictures).
 """
 
 from __future__ import annotations
@@ -24,18 +25,20 @@ import torch
 from ..battery import BatteryResult, EvalSet, RunContext, ShardOutput
 from ..errors import EvaluationBug
 from ..models import model_device
-from ..results.metric_ids import adv_variant, clean_id, drop_variant, reason_column
+from ..results.metric_ids import clean_id, reason_column
 from ..results.metrics import MetricDef
 from . import catalogue, fast
-from .attacked import AttackedInputs, load_attacked
+from .attacked import load_attacked
 from .catalogue import COMPLETENESS, DETECTED, MASK_PX, MASK_TERCILE, attacked_column, column, flipped_column
 from .config import XaiConfig, parse_config
 from .gallery import gallery_files
-from .maps import completeness_error, compute_maps, explainer, metric_inputs, quiet
+from .maps import completeness_error, compute_maps, explainer, for_localisation, metric_inputs, quiet
 from .methods import METHODS, UnsupportedMethod
 from .metrics import MetricInputs, Scores
+from .perturbed import perturbed_inputs
 from .selection import BATTERY, RunSeeds, first_fractured_ids, shard_keys, shard_rows, sub_seed
 from .summaries import add_vs_reference, check_completeness, summarise
+from .under_attack import score_under_attack
 
 
 class Columns:
@@ -85,7 +88,10 @@ class ExplanationBattery:
         x, masks = evalset.x[rows].float(), evalset.masks[rows].bool()
         cols = Columns(ids)
         info: dict[str, Any] = {"unsupported": {}, "failed": {}, "timings_s": {}}
-        adv, adv_status = load_attacked(ctx, ids, x, cfg)
+        if cfg.under_attack is not None and cfg.under_attack.points == "fixed_step":  # v3: made here
+            adv, adv_status = perturbed_inputs(model, ctx.seed, ids, x, cfg, device)
+        else:
+            adv, adv_status = load_attacked(ctx, ids, x, cfg)
         info["under_attack"] = adv_status
         if adv is not None:
             cols.data[attacked_column(adv.attack)] = adv.attacked
@@ -109,14 +115,16 @@ class ExplanationBattery:
             bad = int((~torch.isfinite(maps.reshape(len(maps), -1)).all(dim=1)).sum())
             if bad:
                 info.setdefault("nonfinite_maps", {})[name] = bad
+            loc = for_localisation(name, maps, cfg)  # v3: at the common scale; v1/v2: the map itself
+            loc_inputs = inputs if loc is maps else metric_inputs(x, loc, masks, model, device, cfg, inputs.seed)
             for metric, choice in cfg.localisation.items():
-                cols.put(column(name, metric), choice.metric.score(inputs, choice.params))
+                cols.put(column(name, metric), choice.metric.score(loc_inputs, choice.params))
             signed_inputs = metric_inputs(x, signed, masks, model, device, cfg, inputs.seed)
             self.model_metrics(name, inputs, signed_inputs, in_subset, image_seeds, cfg, cols, info, seed)
             if cfg.completeness is not None and name == cfg.completeness.method:
                 cols.put(column(name, COMPLETENESS), completeness_error(model, x, signed, device))
             if adv is not None and name in cfg.under_attack.methods:
-                self._under_attack(name, model, adv, masks, cfg, cols, seed, device, info)
+                score_under_attack(name, model, adv, masks, cfg, cols, seed, device, info)
             info["timings_s"][name] = round(time.perf_counter() - t0, 3)
         return ShardOutput(samples=pd.DataFrame(cols.data), info={**info, "nan": cols.nan})
 
@@ -201,42 +209,6 @@ class ExplanationBattery:
                 for j, r in zip(np.flatnonzero(in_subset), s.reasons):
                     reasons[j] = r
             cols.put(col, Scores(values, reasons))
-
-    def _under_attack(
-        self, name, model, adv: AttackedInputs, masks, cfg: XaiConfig, cols: Columns, seed, device, info
-    ) -> None:
-        tag, missing = adv.attack, adv.missing
-        keep = adv.scored(cfg.under_attack.clean_fallback)
-        if not keep.any():
-            for col in catalogue.attack_columns(name, cfg):
-                cols.put(col, Scores(np.full(cols.n, np.nan), list(missing)))
-            return
-        rows = np.flatnonzero(keep)
-        try:
-            # The clean image's seed: random maps and SmoothGrad noise are paired, so the drop is the attack's
-            maps, _ = compute_maps(name, model, adv.x[rows], masks[rows], cfg, sub_seed(seed, name), device)
-        except UnsupportedMethod as e:
-            info["unsupported"][f"{name}/{adv_variant(tag)}"] = e.reason
-            for col in catalogue.attack_columns(name, cfg):
-                cols.missing(col, f"unsupported: {e.reason}")
-            return
-        inputs = metric_inputs(adv.x[rows], maps, masks[rows], model, device, cfg, sub_seed(seed, name, "metrics"))
-        for metric in cfg.under_attack.metrics:
-            choice = cfg.localisation[metric]
-            part = choice.metric.score(inputs, choice.params)
-            values = np.full(cols.n, np.nan)
-            values[rows] = part.values
-            reasons = list(missing)
-            for j, r in zip(rows, part.reasons):
-                reasons[j] = r
-            cols.put(column(name, metric, adv_variant(tag)), Scores(values, reasons))
-            clean = cols.data[column(name, metric)]
-            clean_reasons = cols.data.get(reason_column(column(name, metric)), [None] * cols.n)
-            drop = clean - values
-            cols.put(
-                column(name, metric, drop_variant(tag)),
-                Scores(drop, [rc or ra for rc, ra in zip(clean_reasons, reasons)]),
-            )
 
     # -- finalize --------------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..results.metric_ids import VS_REF, adv_variant, drop_variant, xai_id, xai_image_id
+from ..results.metric_ids import VS_REF, adv_variant, attack_variant, drop_variant, xai_id, xai_image_id
 from ..results.metrics import MetricDef
 from .config import XaiConfig, parse_config
 
@@ -35,10 +35,19 @@ def flipped_column(attack: str) -> str:
     return xai_image_id("flipped", threat=attack)
 
 
-def attack_columns(method: str, cfg: XaiConfig) -> list[str]:
-    """The under-attack columns of ``method``: per metric, the score on the attacked images and the drop."""
+def attack_parts(cfg: XaiConfig) -> list[tuple[str, bool]]:
+    """(variant, higher is better when the metric's is) of the under-attack columns: v2 the score on the attacked
+    images and the drop clean - attacked (a smaller drop is better); v3 with a noise control the score on the
+    attacked images, on the noise control, attacked - noise and noise - clean (a larger difference is better)."""
     tag = cfg.under_attack.attack
-    return [column(method, m, v) for m in cfg.under_attack.metrics for v in (adv_variant(tag), drop_variant(tag))]
+    if cfg.under_attack.noise_control == "none":
+        return [(adv_variant(tag), True), (drop_variant(tag), False)]
+    return [(attack_variant(p, tag), True) for p in ("adv", "noise", "adv_minus_noise", "noise_minus_clean")]
+
+
+def attack_columns(method: str, cfg: XaiConfig) -> list[str]:
+    """The under-attack columns of ``method``, per metric (``attack_parts``)."""
+    return [column(method, m, v) for m in cfg.under_attack.metrics for v, _ in attack_parts(cfg)]
 
 
 def columns_of(name: str, cfg: XaiConfig, with_adv: bool) -> list[str]:
@@ -76,21 +85,23 @@ def metric_defs(cfg: XaiConfig, *, with_adv: bool) -> list[MetricDef]:
             if name not in choice.methods:
                 continue
             col, hib = column(name, metric), choice.metric.higher_is_better
-            defs.append(MetricDef(col, col, "mean", hib, label))
+            red = choice.metric.reduce  # mean; v3 enrichment: median
+            defs.append(MetricDef(col, col, red, hib, label))
             if vs is not None and name in cfg.methods and metric in vs.metrics:
                 d = column(name, metric, VS_REF)
-                defs.append(MetricDef(d, d, "mean", hib, label))
+                defs.append(MetricDef(d, d, red, hib, label))
             if metric in cfg.subgroups.metrics:
                 defs += [
-                    MetricDef(column(name, metric, g), col, "mean", hib, {**label, **w})
+                    MetricDef(column(name, metric, g), col, red, hib, {**label, **w})
                     for g, w in groups
                 ]
             if with_adv and name in cfg.under_attack.methods and metric in cfg.under_attack.metrics:
                 tag = cfg.under_attack.attack
-                adv, drop = column(name, metric, adv_variant(tag)), column(name, metric, drop_variant(tag))
-                defs.append(MetricDef(adv, adv, "mean", hib, label))
-                defs.append(MetricDef(drop, drop, "mean", not hib, label))  # a smaller loss is better
-                if not cfg.under_attack.clean_fallback:
+                adv = column(name, metric, adv_variant(tag))
+                for variant, same in attack_parts(cfg):
+                    c = column(name, metric, variant)
+                    defs.append(MetricDef(c, c, red, hib if same else not hib, label))
+                if not cfg.under_attack.clean_fallback and cfg.under_attack.points == "cascade":
                     f = flipped_column(tag)
                     for part, v in (("flipped", 1.0), ("not_flipped", 0.0)):
                         split = column(name, metric, adv_variant(tag, part))

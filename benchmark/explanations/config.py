@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import FxbenchError
+from ..results.metric_ids import threat_parts
+from . import endpoints  # noqa: F401  (registers the v3 metrics shuffled_auc and enrichment)
 from .methods import METHODS, Params
 from .metrics import METRICS, Metric, MetricParams
 from .references import REFERENCES, RefParams
@@ -30,6 +32,14 @@ class _UnderAttack(_Strict):
     # v1: an image without a stored adversarial example was scored on its clean image. v2 (false): only the
     # attack's stored points are scored; an image without one gets NaN with the reason.
     clean_fallback: bool = True
+    # v2 (cascade): the robustness battery's stored points (early-stopped where broken). v3 (fixed_step): the
+    # battery attacks every correctly classified fractured image itself, APGD-CE with exactly `steps` steps at
+    # the attack's eps, no early stopping, the highest-loss point (explanations/perturbed.py).
+    points: Literal["cascade", "fixed_step"] = "cascade"
+    steps: int | None = Field(default=None, ge=1)
+    # v3: "sign": a random +-eps sign-noise control on the same images (seeded per image), scored beside the
+    # attack; the attack's effect is then attacked - noise, the noise's noise - clean.
+    noise_control: Literal["none", "sign"] = "none"
 
 
 class _Subgroups(_Strict):
@@ -52,6 +62,13 @@ class _ModelMetrics(_Strict):
 class _VsReference(_Strict):
     references: list[str]  # the trivial references; the best of them (by mean) is the comparison
     metrics: list[str]
+
+
+class _Smoothing(_Strict):
+    # v3: every map is blurred with a Gaussian of this std (canonical pixels) before the localisation metrics,
+    # so that maps of different native scales are compared at one scale; `skip`: maps left as they are
+    sigma_px: float = Field(ge=0)
+    skip: list[str] = []
 
 
 class _Completeness(_Strict):
@@ -89,6 +106,8 @@ class _Raw(_Strict):
     per_image_seeds: bool = False
     vs_reference: _VsReference | None = None
     completeness: _Completeness | None = None
+    smoothing: _Smoothing | None = None
+    primary_endpoint: str | None = None  # v3: the localisation metric fixed as the primary endpoint
 
 
 @dataclass(frozen=True)
@@ -116,6 +135,8 @@ class XaiConfig:
     per_image_seeds: bool = False
     vs_reference: _VsReference | None = None
     completeness: _Completeness | None = None
+    smoothing: _Smoothing | None = None
+    primary_endpoint: str | None = None
 
     @property
     def maps(self) -> list[str]:
@@ -192,6 +213,13 @@ def parse_config(config: dict[str, Any] | XaiConfig) -> XaiConfig:
         )
 
     if raw.under_attack is not None:
+        ua = raw.under_attack
+        if ua.points == "fixed_step" and (ua.steps is None or ua.clean_fallback):
+            raise _fail("under_attack.steps", "fixed_step points need a number of steps and clean_fallback: false")
+        if (ua.points == "fixed_step" or ua.noise_control != "none") and threat_parts(ua.attack)[0] != "linf":
+            raise _fail("under_attack.attack", f"{ua.attack!r}: fixed-step points and sign noise are L-inf only")
+        if ua.noise_control != "none" and ua.points != "fixed_step":
+            raise _fail("under_attack.noise_control", "the noise control goes with fixed_step points")
         for c in raw.under_attack.methods:
             if c not in maps:
                 raise _fail("under_attack.methods", f"{c!r} is not one of {maps}")
@@ -216,6 +244,12 @@ def parse_config(config: dict[str, Any] | XaiConfig) -> XaiConfig:
                 raise _fail("vs_reference.metrics", f"{c!r} is not a localisation metric of this spec")
     if raw.completeness is not None and raw.completeness.method not in methods:
         raise _fail("completeness.method", f"{raw.completeness.method!r} is not one of {list(methods)}")
+    if raw.smoothing is not None:
+        for c in raw.smoothing.skip:
+            if c not in maps:
+                raise _fail("smoothing.skip", f"{c!r} is not one of {maps}")
+    if raw.primary_endpoint is not None and raw.primary_endpoint not in localisation:
+        raise _fail("primary_endpoint", f"{raw.primary_endpoint!r} is not a localisation metric of this spec")
     cuts = raw.subgroups.mask_terciles_px
     if cuts is not None and (len(cuts) != 2 or not 0 < cuts[0] < cuts[1]):
         raise _fail("subgroups.mask_terciles_px", "give two increasing cut points in pixels")
@@ -235,4 +269,6 @@ def parse_config(config: dict[str, Any] | XaiConfig) -> XaiConfig:
         raw.per_image_seeds,
         raw.vs_reference,
         raw.completeness,
+        raw.smoothing,
+        raw.primary_endpoint,
     )

@@ -20,9 +20,10 @@ from matplotlib.figure import Figure
 from ..battery import EvalSet, RunContext
 from .attacked import attacked_point
 from .config import Gallery, XaiConfig
-from .maps import compute_maps, metric_inputs, p_fracture
+from .maps import compute_maps, for_localisation, metric_inputs, p_fracture
 from .methods import UnsupportedMethod
 from .metrics import METRICS
+from .perturbed import perturbed_inputs
 from .selection import BATTERY, first_fractured_ids, fractured_rows, sub_seed
 
 
@@ -146,8 +147,12 @@ def _gallery_v2(
     x, masks = evalset.x[rows].float(), evalset.masks[rows].bool()
     seed = ctx.shard_seed(BATTERY, "gallery")
     tag = cfg.under_attack.attack if cfg.under_attack is not None else None
-    tensors = ctx.load_tensors("robustness") if tag else {}
-    adv = [attacked_point(tensors, tag, i) if tag else None for i in chosen]
+    if tag and cfg.under_attack.points == "fixed_step":  # v3: the battery's own point (None: misclassified)
+        pts, _ = perturbed_inputs(model, ctx.seed, chosen, x, cfg, device)
+        adv = [pts.x[j] if ok else None for j, ok in enumerate(pts.attacked)]
+    else:
+        tensors = ctx.load_tensors("robustness") if tag else {}
+        adv = [attacked_point(tensors, tag, i) if tag else None for i in chosen]
     p_clean = p_fracture(model, x, device)
     rma = METRICS.get("relevance_mass_accuracy")
     files = {}
@@ -155,7 +160,7 @@ def _gallery_v2(
         if name in skip or name == "ref_mask":
             continue
         try:
-            maps = compute_maps(name, model, x, masks, cfg, sub_seed(seed, name), device)[0]
+            maps = for_localisation(name, compute_maps(name, model, x, masks, cfg, sub_seed(seed, name), device)[0], cfg)
         except UnsupportedMethod:
             continue
         score = rma.score(metric_inputs(x, maps, masks, model, device, cfg, 0), None).values
@@ -168,7 +173,8 @@ def _gallery_v2(
             }]
             if adv[j] is not None:
                 xa = adv[j].detach().to("cpu", torch.float32).reshape(1, *x.shape[1:])
-                ma = compute_maps(name, model, xa, masks[j : j + 1], cfg, sub_seed(seed, name), device)[0]
+                ma = for_localisation(
+                    name, compute_maps(name, model, xa, masks[j : j + 1], cfg, sub_seed(seed, name), device)[0], cfg)
                 sa = rma.score(metric_inputs(xa, ma, masks[j : j + 1], model, device, cfg, 0), None).values
                 panels.append({
                     "image": xa[0, 0].numpy(), "attribution": ma[0, 0].numpy(), "mask": m,

@@ -2,7 +2,8 @@
 
 ``compute_maps`` gives the reduced map the localisation metrics score and the signed map faithfulness sees
 (v2); ``explainer`` is Quantus's explain_func for the metrics that re-explain perturbed inputs;
-``metric_inputs`` packs images, maps and masks for a metric.
+``metric_inputs`` packs images, maps and masks for a metric; ``for_localisation`` is the map the
+localisation metrics score (v3: blurred to the spec's common scale, ``smoothing.sigma_px``).
 """
 
 from __future__ import annotations
@@ -50,6 +51,25 @@ def compute_maps(
         else:
             reduced = one_channel(signed, p.rule)
     return reduced, signed
+
+
+def smooth(maps: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """Each map (N x 1 x H x W) blurred with a Gaussian of std ``sigma_px`` pixels (scipy, reflecting at the
+    border so the map's total mass stays in the frame; truncated at 4 std)."""
+    from scipy.ndimage import gaussian_filter
+
+    a = maps.detach().cpu().numpy().astype(np.float32)
+    return torch.from_numpy(gaussian_filter(a, sigma=(0, 0, sigma_px, sigma_px), mode="reflect", truncate=4.0))
+
+
+def for_localisation(name: str, maps: torch.Tensor, cfg: XaiConfig) -> torch.Tensor:
+    """v3: the map at the spec's common scale (a Gaussian of ``smoothing.sigma_px``), so gradient maps and
+    Grad-CAM are compared at one scale; maps in ``smoothing.skip`` (the mask ceiling) and every map of a spec
+    without ``smoothing`` stay as they are."""
+    sm = cfg.smoothing
+    if sm is None or sm.sigma_px == 0 or name in sm.skip:
+        return maps
+    return smooth(maps, sm.sigma_px)
 
 
 def explainer(name: str, cfg: XaiConfig, device: torch.device, signed: bool = False):

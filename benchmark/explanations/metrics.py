@@ -132,6 +132,7 @@ class Metric:
     needs_explain: bool  # re-explains perturbed inputs, so only attribution methods (not references)
     params: type[MetricParams]
     fn: Callable[[MetricInputs, Any], np.ndarray]
+    reduce: str = "mean"  # how the per-image scores become the metric (v3 enrichment: median, heavy-tailed)
 
     def __reduce__(self):
         # pickled by its registry name (its fn may be a closure): a parsed XaiConfig can cross processes
@@ -173,9 +174,10 @@ def metric(
     needs_model: bool = False,
     needs_explain: bool = False,
     params: type[MetricParams] = MetricParams,
+    reduce: str = "mean",
 ):
     def add(fn):
-        METRICS.register(name, Metric(name, higher_is_better, needs_model, needs_explain, params, fn))
+        METRICS.register(name, Metric(name, higher_is_better, needs_model, needs_explain, params, fn, reduce))
         return fn
 
     return add

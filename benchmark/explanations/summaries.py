@@ -71,16 +71,18 @@ def summarise(outputs: dict[str, ShardOutput], cfg: XaiConfig, with_adv: bool) -
 
 def add_vs_reference(samples: pd.DataFrame, cfg: XaiConfig, info: dict) -> None:
     """Per image: the method's score minus the best trivial reference's score on the same image (the
-    reference with the best mean on this result's images, per metric). A method that does not beat
+    reference with the best mean (v3 enrichment: median) on this result's images, per metric). A method that does not beat
     what a map knowing nothing about the model gets shows it here, with a paired CI."""
     vs = cfg.vs_reference
     if vs is None:
         return
     best: dict[str, str | None] = {}
     for metric in vs.metrics:
-        hib = cfg.localisation[metric].metric.higher_is_better
+        m = cfg.localisation[metric].metric
+        hib = m.higher_is_better
+        # the strongest reference by the metric's own reducer (v3 enrichment: the median)
         means = {
-            r: samples[column(r, metric)].mean() for r in vs.references if column(r, metric) in samples
+            r: getattr(samples[column(r, metric)], m.reduce)() for r in vs.references if column(r, metric) in samples
         }
         means = {r: v for r, v in means.items() if np.isfinite(v)}
         ref = (max if hib else min)(means, key=means.get) if means else None

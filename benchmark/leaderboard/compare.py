@@ -12,11 +12,17 @@ by default, controlling the chance of any false "significant" among them; Benjam
 controlling the share of false discoveries), the method named in the output; no CI or p-value for a metric
 over fewer paired images than the version's `min_n_for_ci`; a warning when the two results cover different
 images.
+
+v3 (the version's explanation spec declares ``statistics``; stats.py): the claims' primary comparisons are
+marked and tested alone at alpha, Holm runs over the other rows; beside each difference the median per-image
+difference and the Wilcoxon signed-rank p; for metrics with an equivalence margin, TOST's p ("no difference"
+only below alpha). A side may be a recipe's several seeds (``A1,A2,A3``, the results of one recipe): the
+bootstrap then resamples seeds as well as images (``stats.seed_means``).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +31,26 @@ import pandas as pd
 
 from ..errors import ResultError
 from ..results.metric_ids import ROBUST, clean_id, try_parse
-from ..results.metrics import LABEL, REDUCERS, MetricDef, count_rows
+from ..results.metrics import LABEL, PER_ROW, REDUCERS, MetricDef, count_rows
 from . import corruption_columns
+from .compare_text import fmt_p, format_table
 from .resample import Resampler
+from .stats import (
+    CORRECTIONS,
+    adjust_p,
+    margin_for,
+    p_value,
+    primary_ids,
+    seed_means,
+    tost_bootstrap,
+    tost_paired,
+    version_statistics,
+    wilcoxon_p,
+)
 from .store import VERSION_RE, read_json, read_samples, samples_path
+
+__all__ = ["CORRECTIONS", "adjust_p", "compare_results", "fmt_p", "format_table", "grouped_difference", "p_value",
+           "paired_difference", "resolve_result"]
 
 
 @dataclass(frozen=True)
@@ -37,10 +59,15 @@ class LoadedResult:
     path: Path
     result: dict[str, Any]
     samples: pd.DataFrame
+    seeds: tuple[LoadedResult, ...] = ()  # a recipe's several seeds ("A1,A2,..."): this is then the first
 
     @property
     def id(self) -> str:
         return self.result["submission"]["id"]
+
+    @property
+    def members(self) -> tuple[LoadedResult, ...]:
+        return self.seeds or (self,)
 
 
 @dataclass(frozen=True)
@@ -58,6 +85,16 @@ class MetricDiff:
     n: int = 0  # paired images: finite in both, the rows every number of this line is computed on
     p_adjusted: float | None = None  # p after the comparison's multiple-comparison correction
     too_small: bool = False  # n below the version's min_n_for_ci: no CI or p-value is shown
+    # v3 (stats.py): the median per-image difference and its signed-rank p (mean and median metrics), the
+    # equivalence margin and TOST's p where the version gives a margin; a claim's primary comparison
+    median_diff: float | None = None
+    p_wilcoxon: float | None = None
+    margin: float | None = None
+    p_equivalence: float | None = None
+    equivalence_test: str | None = None
+    primary: bool = False
+    n_seeds_a: int = 1
+    n_seeds_b: int = 1
 
 
 @dataclass(frozen=True)
@@ -79,6 +116,9 @@ class Comparison:
     n_a: int = 0  # images in A's and B's per-sample tables (n_shared of them in both)
     n_b: int = 0
     warnings: list[str] = field(default_factory=list)
+    statistics: bool = False  # v3: the version's rules apply (primary comparisons, Wilcoxon, TOST)
+    seeds_a: list[str] = field(default_factory=list)  # the results of each side (several: a recipe's seeds)
+    seeds_b: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,7 +126,15 @@ class Comparison:
 
 def resolve_result(ref: str, *, results_dir: str | Path) -> LoadedResult:
     """A result.json, a run folder holding one, or a submission id (``id`` or ``v1/id``) in the store; a bare
-    id found in several versions means the newest version's."""
+    id found in several versions means the newest version's. ``A1,A2,...``: one recipe's several seeds, each
+    resolved the same way (the first one carries them in ``seeds``)."""
+    if "," in ref:
+        parts = [p for p in ref.split(",") if p]
+        members = tuple(resolve_result(p, results_dir=results_dir) for p in parts)
+        if len({m.path.resolve() for m in members}) != len(members):
+            raise ResultError(f"{ref!r}: the same result twice among the seeds")
+        first = members[0]
+        return LoadedResult(ref=ref, path=first.path, result=first.result, samples=first.samples, seeds=members)
     path = Path(ref)
     if path.is_dir():
         path = path / "result.json"
@@ -117,40 +165,8 @@ def _num(x: float) -> float | None:
     return float(x) if x is not None and np.isfinite(x) else None
 
 
-def p_value(diffs: np.ndarray) -> float | None:
-    """Two-sided bootstrap p-value for "no difference": twice the smaller tail at 0, with the +1 correction
-    that keeps it above zero for a finite number of resamples."""
-    d = diffs[np.isfinite(diffs)]
-    if d.size == 0:
-        return None
-    tail = min((d <= 0).sum(), (d >= 0).sum()) + 1
-    return float(min(1.0, 2 * tail / (d.size + 1)))
-
-
-CORRECTIONS = {"holm": "Holm step-down (family-wise error rate)", "bh": "Benjamini-Hochberg (false discovery rate)",
-               "none": "none"}
 DEFAULT_MIN_N_FOR_CI = 20  # v2's rule; v1 declares none and gets the same in compare
 HEADLINE_CLEAN = tuple(clean_id(m) for m in ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "auroc"))
-
-
-def adjust_p(p: list[float], method: str) -> list[float]:
-    """Adjusted p-values, in the input order. Holm: step-down, max-accumulated; BH: step-up, min-accumulated
-    from the largest. Both capped at 1."""
-    if method not in CORRECTIONS:
-        raise ResultError(f"--correction {method!r}: choose one of {', '.join(CORRECTIONS)}")
-    m = len(p)
-    if method == "none" or m == 0:
-        return list(p)
-    order = np.argsort(p, kind="stable")
-    ps = np.asarray(p, dtype=float)[order]
-    if method == "holm":
-        adj = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * ps))
-    else:
-        adj = np.minimum.accumulate((m / np.arange(1, m + 1) * ps)[::-1])[::-1]
-        adj = np.minimum(1.0, adj)
-    out = np.empty(m)
-    out[order] = adj
-    return [float(x) for x in out]
 
 
 def headline_ids(ids: list[str], version: str) -> list[str]:
@@ -183,28 +199,37 @@ def _version_leaderboard(version: str) -> dict[str, Any]:
         return {}
 
 
+def _check_comparable(a: LoadedResult, b: LoadedResult) -> list[str]:
+    """Refuse results of different versions or data; notes for different configurations."""
+    first = a.members[0].result["benchmark"]
+    notes = []
+    for r in (*a.members, *b.members):
+        br = r.result["benchmark"]
+        if br["version"] != first["version"]:
+            raise ResultError(
+                f"cannot compare {a.members[0].ref} (benchmark {first['version']}) with {r.ref} (benchmark "
+                f"{br['version']}): different benchmark versions measure different things"
+            )
+        fa, fb = first["dataset"]["fingerprint"], br["dataset"]["fingerprint"]
+        if fa != fb:
+            raise ResultError(
+                f"cannot compare {a.members[0].ref} with {r.ref}: computed on different data "
+                f"(dataset fingerprints {fa[:12]}... and {fb[:12]}...)"
+            )
+        if br["config_hash"] != first["config_hash"] and not notes:
+            notes.append(
+                f"different battery configurations ({first['preset']} {first['config_hash']} vs "
+                f"{br['preset']} {br['config_hash']}): differences include the configuration's effect"
+            )
+    return notes
+
+
 def compare_results(
     a: LoadedResult, b: LoadedResult, *, prefixes: tuple[str, ...] = (), n_resamples: int | None = None,
     seed: int | None = None, alpha: float | None = None, select: str = "all", correction: str = "none",
 ) -> Comparison:
-    ba, bb = a.result["benchmark"], b.result["benchmark"]
-    if ba["version"] != bb["version"]:
-        raise ResultError(
-            f"cannot compare {a.ref} (benchmark {ba['version']}) with {b.ref} (benchmark {bb['version']}): "
-            "different benchmark versions measure different things"
-        )
-    fa, fb = ba["dataset"]["fingerprint"], bb["dataset"]["fingerprint"]
-    if fa != fb:
-        raise ResultError(
-            f"cannot compare {a.ref} with {b.ref}: computed on different data "
-            f"(dataset fingerprints {fa[:12]}... and {fb[:12]}...)"
-        )
-    notes = []
-    if ba["config_hash"] != bb["config_hash"]:
-        notes.append(
-            f"different battery configurations ({ba['preset']} {ba['config_hash']} vs "
-            f"{bb['preset']} {bb['config_hash']}): differences include the configuration's effect"
-        )
+    notes = _check_comparable(a, b)
+    ba = a.result["benchmark"]
     boot = {"n_resamples": 1000, "seed": 0, "alpha": 0.05, **ba.get("config", {}).get("bootstrap", {})}
     n_resamples = int(n_resamples if n_resamples is not None else boot["n_resamples"])
     seed = int(seed if seed is not None else boot["seed"])
@@ -212,11 +237,13 @@ def compare_results(
 
     if correction not in CORRECTIONS:
         raise ResultError(f"--correction {correction!r}: choose one of {', '.join(CORRECTIONS)}")
-    da, db = _paired_tables(a, b)
-    warnings = _coverage_warnings(a, b, len(da))
-    ids = sorted(set(a.result["metrics"]) & set(b.result["metrics"]))
+    tas, tbs = _paired_tables(a, b)
+    warnings = _coverage_warnings(a, b, len(tas[0]))
+    ids = sorted(set.intersection(*(set(r.result["metrics"]) for r in (*a.members, *b.members))))
     if not ids:
         raise ResultError(f"{a.ref} and {b.ref} have no metric in common")
+    rules = version_statistics(ba["version"])
+    primary = [i for i in primary_ids(rules) if i in ids]
     if prefixes:
         select = "prefix"
         ids = [i for i in ids if any(i.startswith(p) for p in prefixes)]
@@ -224,29 +251,37 @@ def compare_results(
             raise ResultError(f"no metric shared by both results starts with {', '.join(prefixes)}")
     elif select == "headline":
         ids = headline_ids(ids, ba["version"]) or ids
+    if rules:  # v3: the claims' primary comparisons first
+        ids = [i for i in primary if i in ids or select != "prefix"] + [i for i in ids if i not in primary]
     min_n = int(_version_leaderboard(ba["version"]).get("min_n_for_ci") or DEFAULT_MIN_N_FOR_CI)
     out, skipped, cache = [], [], {}
     for mid in ids:
-        ma, mb = a.result["metrics"][mid], b.result["metrics"][mid]
-        if ma["definition"] != mb["definition"]:
+        defs = [r.result["metrics"][mid] for r in (*a.members, *b.members)]
+        if any(d["definition"] != defs[0]["definition"] for d in defs):
             skipped.append({"id": mid, "reason": "defined differently in the two results"})
             continue
-        m = MetricDef.from_json(mid, ma["definition"], ma["higher_is_better"])
-        out.append(paired_difference(da, db, m, n_resamples=n_resamples, seed=seed, alpha=alpha, cache=cache))
+        m = MetricDef.from_json(mid, defs[0]["definition"], defs[0]["higher_is_better"])
+        p = try_parse(mid)
+        d = grouped_difference(tas, tbs, m, n_resamples=n_resamples, seed=seed, alpha=alpha, cache=cache,
+                               margin=margin_for(p.metric if p is not None else None, rules) if rules else None)
+        out.append(replace(d, primary=mid in primary) if rules else d)
     out = _adjusted(out, min_n=min_n, correction=correction)
     return Comparison(
-        a=a.ref, b=b.ref, version=ba["version"], n_shared=len(da), n_resamples=n_resamples, seed=seed,
+        a=a.ref, b=b.ref, version=ba["version"], n_shared=len(tas[0]), n_resamples=n_resamples, seed=seed,
         alpha=alpha, metrics=out, skipped=skipped, notes=notes, selection=select, correction=correction,
-        min_n_for_ci=min_n, n_a=len(a.samples), n_b=len(b.samples), warnings=warnings,
+        min_n_for_ci=min_n, n_a=len(a.samples), n_b=len(b.samples), warnings=warnings, statistics=bool(rules),
+        seeds_a=[r.ref for r in a.members], seeds_b=[r.ref for r in b.members],
     )
 
 
 def _adjusted(diffs: list[MetricDiff], *, min_n: int, correction: str) -> list[MetricDiff]:
-    """Mark rows under min_n (no CI or p shown, not in the family) and adjust the others' p-values."""
-    from dataclasses import replace
-
+    """Mark rows under min_n (no CI or p shown, not in the family) and adjust the others' p-values. A claim's
+    primary comparison (v3) is tested alone: its p stays as it is and it is not in the family."""
     diffs = [replace(d, too_small=d.n < min_n) for d in diffs]
-    family = [i for i, d in enumerate(diffs) if d.p_value is not None and not d.too_small]
+    for i, d in enumerate(diffs):
+        if d.primary and d.p_value is not None and not d.too_small:
+            diffs[i] = replace(d, p_adjusted=d.p_value)
+    family = [i for i, d in enumerate(diffs) if d.p_value is not None and not d.too_small and not d.primary]
     adj = adjust_p([diffs[i].p_value for i in family], correction)
     for i, p in zip(family, adj):
         diffs[i] = replace(diffs[i], p_adjusted=p)
@@ -257,7 +292,7 @@ def _coverage_warnings(a: LoadedResult, b: LoadedResult, n_shared: int) -> list[
     """A loud warning when the two results were computed on different images: every number is then on the
     shared images only and differs from what each result file says."""
     na, nb = len(a.samples), len(b.samples)
-    if na == nb == n_shared:
+    if na == nb == n_shared and all(len(r.samples) == n_shared for r in (*a.members, *b.members)):
         return []
     la, lb = a.result["benchmark"].get("limit"), b.result["benchmark"].get("limit")
     why = f" (--limit: A {la if la is not None else 'none'}, B {lb if lb is not None else 'none'})" if la != lb else ""
@@ -281,90 +316,95 @@ def finite_in_both(da: pd.DataFrame, db: pd.DataFrame, m: MetricDef) -> np.ndarr
 
 def paired_difference(
     da: pd.DataFrame, db: pd.DataFrame, m: MetricDef, *, n_resamples: int, seed: int, alpha: float,
-    id: str | None = None, cache: dict | None = None,
+    id: str | None = None, cache: dict | None = None, margin: float | None = None,
 ) -> MetricDiff:
     """B - A for one metric on aligned tables (same image_id order): only the images finite in both, one
     stratified bootstrap draw shared by both sides, a two-sided p-value. Used by `fxbench compare` and
     scripts/findings.py."""
-    n_a, n_b = count_rows(m.rows(da), m), count_rows(m.rows(db), m)
-    ok = finite_in_both(da, db, m)
-    pa, pb = da[ok].reset_index(drop=True), db[ok].reset_index(drop=True)
-    n = count_rows(m.rows(pa), m)
+    return grouped_difference([da], [db], m, n_resamples=n_resamples, seed=seed, alpha=alpha, id=id, cache=cache,
+                              margin=margin)
+
+
+def grouped_difference(
+    tas: list[pd.DataFrame], tbs: list[pd.DataFrame], m: MetricDef, *, n_resamples: int, seed: int, alpha: float,
+    id: str | None = None, cache: dict | None = None, margin: float | None = None,
+) -> MetricDiff:
+    """``paired_difference`` for a recipe's several seeds per side (aligned tables): a side's value is the
+    mean of its seeds' values; each bootstrap draw resamples the images (shared) and, per side, the seeds
+    (``stats.seed_means``). One table per side is exactly the paired image bootstrap."""
+    ok = np.ones(len(tas[0]), dtype=bool)
+    for t in (*tas, *tbs):
+        ok &= finite_in_both(tas[0], t, m)
+    n_a = count_rows(m.rows(tas[0]), m) if len(tas) == 1 else 0
+    n_b = count_rows(m.rows(tbs[0]), m) if len(tbs) == 1 else 0
+    pas = [t[ok].reset_index(drop=True) for t in tas]
+    pbs = [t[ok].reset_index(drop=True) for t in tbs]
+    n = count_rows(m.rows(pas[0]), m)
+    n_a, n_b = (n_a, n_b) if len(tas) == len(tbs) == 1 else (n, n)
     nan = MetricDiff(id=id or m.id, a=None, b=None, diff=None, ci_low=None, ci_high=None, p_value=None,
-                     n_a=n_a, n_b=n_b, higher_is_better=m.higher_is_better, n=n)
-    if n == 0 or not len(pa):
+                     n_a=n_a, n_b=n_b, higher_is_better=m.higher_is_better, n=n, n_seeds_a=len(tas),
+                     n_seeds_b=len(tbs), margin=margin)
+    if n == 0 or not len(pas[0]):
         return nan
-    va, vb = _value(pa, m), _value(pb, m)
+    va = float(np.mean([_value(t, m) for t in pas]))
+    vb = float(np.mean([_value(t, m) for t in pbs]))
     key = (ok.tobytes(), n_resamples, seed)  # the same rows kept: the same draws (cache per table pair)
     res = None if cache is None else cache.get(key)
     if res is None:
-        res = Resampler.stratified(pa[LABEL].to_numpy(), n_resamples=n_resamples, seed=seed)
+        res = Resampler.stratified(pas[0][LABEL].to_numpy(), n_resamples=n_resamples, seed=seed)
         if cache is not None:
             cache[key] = res
-    stats = res.metric(pb, m) - res.metric(pa, m)
+    rng = np.random.default_rng([seed, 1]) if len(tas) > 1 or len(tbs) > 1 else None
+    stats = (seed_means(np.array([res.metric(t, m) for t in pbs]), n_resamples, rng)
+             - seed_means(np.array([res.metric(t, m) for t in pas]), n_resamples, rng))
     finite = stats[np.isfinite(stats)]
     lo = hi = float("nan")
     if finite.size and np.isfinite(vb - va):
         lo, hi = np.quantile(finite, [alpha / 2, 1 - alpha / 2])
-    return MetricDiff(
+    out = MetricDiff(
         id=id or m.id, a=_num(va), b=_num(vb), diff=_num(vb - va), ci_low=_num(lo), ci_high=_num(hi),
         p_value=p_value(stats) if np.isfinite(vb - va) else None, n_a=n_a, n_b=n_b,
-        higher_is_better=m.higher_is_better, n=n,
+        higher_is_better=m.higher_is_better, n=n, n_seeds_a=len(tas), n_seeds_b=len(tbs), margin=margin,
+    )
+    return _per_image_tests(out, pas, pbs, m, stats, margin)
+
+
+def _per_image_tests(d: MetricDiff, pas, pbs, m: MetricDef, stats: np.ndarray, margin: float | None) -> MetricDiff:
+    """v3 beside the bootstrap: per-image differences (seeds averaged) with their median and signed-rank p,
+    and TOST where a margin is given (paired t for a mean of one result per side, else on the bootstrap)."""
+    if d.diff is None:
+        return d
+    per_image = None
+    if m.reduce in PER_ROW:
+        rows = [m.rows(t)[m.column].astype(float).to_numpy() for t in (*pas, *pbs)]
+        k = len(pas)
+        per_image = np.mean(rows[k:], axis=0) - np.mean(rows[:k], axis=0)
+    tost = None
+    if margin is not None:
+        single = len(pas) == len(pbs) == 1
+        tost = tost_paired(per_image, margin) if single and m.reduce == "mean" else tost_bootstrap(stats, margin)
+    return replace(
+        d,
+        median_diff=None if per_image is None else _num(float(np.median(per_image))),
+        p_wilcoxon=None if per_image is None else wilcoxon_p(per_image),
+        p_equivalence=None if tost is None else tost.p,
+        equivalence_test=None if tost is None else tost.test,
     )
 
 
-def _paired_tables(a: LoadedResult, b: LoadedResult) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Both per-sample tables restricted to the shared image ids, in the same row order."""
-    shared = a.samples["image_id"][a.samples["image_id"].isin(set(b.samples["image_id"]))]
+def _paired_tables(a: LoadedResult, b: LoadedResult) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
+    """Every per-sample table of both sides restricted to the image ids all of them share, in one row order."""
+    members = (*a.members, *b.members)
+    keep = set(members[0].samples["image_id"])
+    for r in members[1:]:
+        keep &= set(r.samples["image_id"])
+    shared = a.samples["image_id"][a.samples["image_id"].isin(keep)]
     if shared.empty:
         raise ResultError(f"{a.ref} and {b.ref} share no evaluated image")
-    da = a.samples.set_index("image_id").loc[shared.to_numpy()].reset_index()
-    db = b.samples.set_index("image_id").loc[shared.to_numpy()].reset_index()
-    bad = da[LABEL].to_numpy() != db[LABEL].to_numpy()
-    if bad.any():
-        raise ResultError(f"image {da['image_id'][bad].iloc[0]} has different labels in {a.ref} and {b.ref}")
-    return da, db
-
-
-def fmt_p(p: float | None) -> str:
-    """One format for every p-value: three decimals, "<0.001" below that."""
-    if p is None:
-        return "n/a"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def format_table(c: Comparison) -> str:
-    from tabulate import tabulate
-
-    def f(x: float | None, spec: str = ".4f") -> str:
-        return "n/a" if x is None else format(x, spec)
-
-    level = round(100 * (1 - c.alpha))
-    small = f"n<{c.min_n_for_ci}"
-    rows = []
-    for d in c.metrics:
-        ci = "n/a" if d.ci_low is None else f"[{d.ci_low:+.4f}, {d.ci_high:+.4f}]"
-        rows.append([
-            d.id, f(d.a), f(d.b), f(d.diff, "+.4f"), small if d.too_small else ci,
-            "-" if d.too_small else fmt_p(d.p_value), "-" if d.too_small else fmt_p(d.p_adjusted),
-            d.n if d.n == d.n_a == d.n_b else f"{d.n} (A {d.n_a}, B {d.n_b})",
-        ])
-    short = {"holm": "Holm", "bh": "BH", "none": "unadj."}[c.correction]
-    headers = ["metric", "A", "B", "B - A", f"{level}% CI", "p", f"p ({short})", "n paired"]
-    shown = {"headline": "headline metrics (--all for every shared metric)", "all": "shared metrics (--all)",
-             "prefix": "metrics chosen with --metric"}[c.selection]
-    family = sum(d.p_adjusted is not None for d in c.metrics)
-    lines = [f"WARNING: {w}" for w in c.warnings] + [
-        f"A = {c.a}", f"B = {c.b}",
-        (f"benchmark {c.version}; {c.n_shared} shared images; paired bootstrap, {c.n_resamples} resamples "
-         f"stratified by label, seed {c.seed}; each metric on the images finite in both results (n paired)"),
-        f"showing {len(c.metrics)} {shown}",
-        (f"p: two-sided paired bootstrap; p ({short}): adjusted for the {family} comparisons shown, "
-         f"{CORRECTIONS[c.correction]}; no CI or p below {c.min_n_for_ci} paired images ({small})"),
-        "",
-        tabulate(rows, headers=headers, disable_numparse=True),
-    ]
-    lines += [f"skipped {s['id']}: {s['reason']}" for s in c.skipped]
-    lines += [f"note: {n}" for n in c.notes]
-    lines += [f"WARNING: {w}" for w in c.warnings]  # again at the end, where a long table leaves the reader
-    return "\n".join(lines)
+    tables = [r.samples.set_index("image_id").loc[shared.to_numpy()].reset_index() for r in members]
+    labels = tables[0][LABEL].to_numpy()
+    for r, t in zip(members, tables):
+        bad = t[LABEL].to_numpy() != labels
+        if bad.any():
+            raise ResultError(f"image {t['image_id'][bad].iloc[0]} has different labels in {a.ref} and {r.ref}")
+    return tables[: len(a.members)], tables[len(a.members) :]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from . import corruption_view, fmt
+from . import corruption_view, fmt, method_ranks
 from .layout import Layout
 from .tables import BoardTable, MethodsView, training_text
 
@@ -139,6 +139,8 @@ def render(
                 f"Per submission: [site/{version}/methods.html](site/{version}/methods.html).\n\n"
                 f"{methods_table(view, view.pooled)}\n"
             )
+            if view.ranks is not None:  # v3 on
+                out.append(f"#### Method ranks\n\n{method_ranks.markdown(view.ranks)}\n")
             for sid in sorted(view.per_submission):
                 out.append(f"<details><summary>{sid}</summary>\n\n"
                            f"{methods_table(view, view.per_submission[sid])}\n\n</details>\n")

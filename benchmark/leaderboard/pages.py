@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-from . import corruption_view, fmt
+from . import corruption_view, fmt, method_ranks
 from .markup import NONE, Links, date_text, extra_data, page, td, th
 from .store import StoredResult
 from .tables import MethodsView, training_text
@@ -202,6 +202,8 @@ def methods_page(view: MethodsView, *, links: Links = Links()) -> str:
          "Reference maps (random, edge, centre; the mask is the ceiling) are the rows to beat.</p>"),
         "<h2>Pooled over submissions</h2>", _scores_table(view, view.pooled, "methods-pooled"),
     ]
+    if view.ranks is not None:  # v3 on
+        parts.append(method_ranks.html(view.ranks))
     for sid in sorted(view.per_submission):
         parts.append(f"<h2 id=\"{escape(sid)}\">{escape(sid)}</h2>")
         parts.append(_scores_table(view, view.per_submission[sid], f"methods-{sid}"))

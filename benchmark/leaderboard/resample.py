@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..results.metrics import LABEL, REDUCERS, MetricDef, bootstrap_indices
+from ..results.metrics import LABEL, REDUCERS, MetricDef, bootstrap_indices, median_rows
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,8 @@ class Resampler:
         if m.reduce == "mean":
             ok = mask & np.isfinite(v)
             return _ratio(self.counts @ np.where(ok, v, 0.0), self.counts @ ok)
+        if m.reduce == "median":  # v3: the rows of each resample, as drawn (repeats included)
+            return median_rows(np.where(mask, v, np.nan)[self.idx])
         finite = bool(np.isfinite(v[mask]).all())
         y = df[LABEL].to_numpy()
         if m.reduce == "balanced_accuracy" and finite:

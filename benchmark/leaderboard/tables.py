@@ -24,7 +24,9 @@ from ..results.metrics import REDUCERS
 from . import corruption_columns
 from .evidence import LEVELS
 from .layout import Layout
+from .method_ranks import method_ranks
 from .resample import Resampler
+from .stats import version_statistics
 from .store import StoredResult, VersionSpec
 
 
@@ -116,6 +118,7 @@ class MethodsView:
     columns: list[Column]  # key = metric name (the part after xai/<method>/), group = kind
     pooled: dict[tuple[str, str], PooledScore]
     per_submission: dict[str, dict[tuple[str, str], dict[str, Any]]] = field(default_factory=dict)
+    ranks: Any = None  # v3 on: method_ranks.MethodRanks (bootstrap rank intervals, agreement of the metrics)
 
 
 def budget_label(budget: str) -> str:
@@ -364,6 +367,11 @@ def methods_view(
             having = [r for r in having if r.id not in trivial]
             if having:
                 view.pooled[(method, col.key)] = pooled_score(having, mid, spec, resamplers)
+    if version_statistics(version):  # v3 on: rank intervals of the methods (method_ranks.py)
+        boot = spec.bootstrap
+        view.ranks = method_ranks([r for r in results if r.id not in trivial], plain, [c.key for c in cols],
+                                  n_resamples=int(boot["n_resamples"]), seed=int(boot["seed"]),
+                                  alpha=float(boot.get("alpha", 0.05)))
     return view
 
 

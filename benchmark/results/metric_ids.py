@@ -18,6 +18,9 @@ Grammar (each NAME snake_case from ``[a-z0-9_.+-]``, never "nan_reason")::
               | "vs-best-ref"                                minus the best trivial reference, per image
               | "adv-" THREAT ["/" ("flipped" | "not_flipped")]   on the attacked images
               | "drop-" THREAT                               clean minus attacked
+              | "noise-" THREAT                              on the random-noise control (v3)
+              | "adv_minus_noise-" THREAT                    attacked minus noise control (v3)
+              | "noise_minus_clean-" THREAT                  noise control minus clean (v3)
 
     corrupt  := "corrupt/" SHIFT "/" METRIC ["/drop"]         corrupt/gaussian_noise-3/balanced_accuracy,
                                                              corrupt/gaussian_noise-3/correct (a column),
@@ -52,7 +55,9 @@ NORM_COLUMNS = ("min_eps_broken",)  # per-norm per-sample columns (robust/<norm>
 
 NAME = re.compile(r"[a-z0-9_.+-]+")
 THREAT = re.compile(r"(linf|l2)-([0-9]+(?:\.[0-9]+)?)")
-_ATTACK_VARIANT = re.compile(rf"(adv|drop)-({THREAT.pattern})(?:/({'|'.join(FLIP_PARTS)}))?")
+# the parts of an under-attack variant: v2 adv / drop; v3 adds the noise control and the two differences
+ATTACK_PARTS = ("adv", "drop", "noise", "adv_minus_noise", "noise_minus_clean")
+_ATTACK_VARIANT = re.compile(rf"({'|'.join(ATTACK_PARTS)})-({THREAT.pattern})(?:/({'|'.join(FLIP_PARTS)}))?")
 MEAN_SHIFT, CLEAN_SHIFT, DROP = "mean", "clean", "drop"  # corrupt/: pooled shifts, the clean image, paired drop
 CORRUPTION = re.compile(r"[a-z][a-z0-9_]*")
 SHIFT = re.compile(r"(?:([a-z][a-z0-9_]*)-([0-9]))|mean|clean")
@@ -90,7 +95,8 @@ class MetricId:
 
     @property
     def attack_part(self) -> str | None:
-        """``adv`` or ``drop`` for an under-attack xai variant, else None."""
+        """``adv``, ``drop`` (v2), ``noise``, ``adv_minus_noise``, ``noise_minus_clean`` (v3) for an
+        under-attack xai variant, else None."""
         m = _ATTACK_VARIANT.fullmatch(self.variant or "") if self.family == XAI else None
         return m.group(1) if m else None
 
@@ -169,6 +175,14 @@ def adv_variant(threat: str, part: str | None = None) -> str:
 def drop_variant(threat: str) -> str:
     """``drop-<threat>``: the clean score minus the score on the attacked image."""
     return f"drop-{_threat(threat)}"
+
+
+def attack_variant(part: str, threat: str) -> str:
+    """``<part>-<threat>`` for any part of ``ATTACK_PARTS`` (v3: ``noise``, the random-noise control at the
+    same budget; ``adv_minus_noise``, attacked minus noise; ``noise_minus_clean``, noise minus clean)."""
+    if part not in ATTACK_PARTS:
+        raise ValueError(f"metric id: {part!r} is not one of {ATTACK_PARTS}")
+    return f"{part}-{_threat(threat)}"
 
 
 def xai_image_id(name: str, *, threat: str | None = None) -> str:
