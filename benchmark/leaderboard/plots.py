@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.text import Text
+from matplotlib.transforms import Bbox
 
 DPI = 100
 PNG_METADATA = {"Software": None}  # the default names the matplotlib version
@@ -83,11 +84,25 @@ LABEL_OFFSETS = tuple((dx, dy) for step in (4, 14, 24, 34, 44, 54) for dy in (st
 
 
 def place_labels(ax, points: list[Point], *, fontsize: float = 8) -> list:
-    """Label each point without overlapping another label (greedy, highest point first, deterministic);
-    a label moved away from its point gets a thin leader line. Returns the labels' display boxes."""
+    """Label each point without overlapping another label or a point (greedy, highest point first,
+    deterministic), and never nearer to another point than to its own; a thin leader line joins a label
+    moved away from its point. Returns the labels' display boxes."""
     renderer = ax.figure.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
+    marker = 4.0 * ax.figure.dpi / 72  # half a marker's side in pixels: labels keep off the points too
+    xy = ax.transData.transform([(p.x, p.y) for p in points]) if points else []
+    dots = [Bbox.from_extents(x - marker, y - marker, x + marker, y + marker) for x, y in xy]
     boxes: list = []
+
+    def fits(box, k: int) -> bool:
+        if not (frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1):
+            return False
+        if any(box.overlaps(b) for b in boxes) or any(box.overlaps(d) for j, d in enumerate(dots) if j != k):
+            return False
+        # the label's nearest point must be its own (distance from the box, not its centre)
+        gaps = [math.hypot(max(box.x0 - x, 0, x - box.x1), max(box.y0 - y, 0, y - box.y1)) for x, y in xy]
+        return gaps[k] <= min(gaps)
+
     order = sorted(range(len(points)), key=lambda k: (-points[k].y, points[k].x, points[k].label))
     for k in order:
         p = points[k]
@@ -99,9 +114,7 @@ def place_labels(ax, points: list[Point], *, fontsize: float = 8) -> list:
                               arrowprops={"arrowstyle": "-", "color": "#999", "lw": 0.5} if far else None)
             ann.update_positions(renderer)
             box = Text.get_window_extent(ann, renderer)  # the text alone, not its leader line
-            clear = (frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
-                     and not any(box.overlaps(b) for b in boxes))
-            if clear:
+            if fits(box, k):
                 chosen = box
                 break
             ann.remove()
@@ -132,7 +145,7 @@ def scatter(points: list[Point], *, xlabel: str, ylabel: str, title: str,
                     ha="right" if right else "left", transform=ax.get_xaxis_transform())
         if y_ref is not None:
             ax.axhline(y_ref[0], color="#666", linestyle=":", linewidth=1)
-            ax.text(0.005, y_ref[0], f"{y_ref[1]} ", color="#666", fontsize=7, va="bottom",
+            ax.text(0.995, y_ref[0], f"{y_ref[1]} ", color="#666", fontsize=7, va="bottom", ha="right",
                     transform=ax.get_yaxis_transform())
         ax.set_xlim(x0, x1)
         ax.set_ylim(0, 1)
