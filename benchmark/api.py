@@ -83,10 +83,19 @@ def _in_memory_submission(model: torch.nn.Module, *, input: Mapping[str, Any] | 
 
     net = copy.deepcopy(model)  # the wrapper freezes parameters and sets eval mode: never on the caller's module
     sha = _weights_sha256(net)
+    input = plain(input)
+    if "channels" not in input and isinstance(input.get("size"), int):  # inferred from the first convolution
+        from .models.factory import input_channels
+
+        found = input_channels(net, size=input["size"])
+        if found is None:
+            raise SubmissionError("fxbench.evaluate: input has no 'channels' and the model's first convolution does "
+                                  "not tell: pass input={'channels': 1 or 3, ...}")
+        input = {**input, "channels": found}
     doc = {
         "id": id, "name": name or f"{type(model).__name__} (in memory)", "authors": ["fxbench.evaluate"],
         "license": "unknown", "model": {"entrypoint": f"{IN_MEMORY}:{type(model).__name__}"},
-        "checkpoint": {"path": "in-memory", "sha256": sha}, "input": plain(input), "output": plain(output),
+        "checkpoint": {"path": "in-memory", "sha256": sha}, "input": input, "output": plain(output),
         "training": dict(training or {"adversarial": False}),
         "explain": {"gradcam_layer": gradcam_layer},
     }
@@ -99,7 +108,10 @@ def _in_memory_submission(model: torch.nn.Module, *, input: Mapping[str, Any] | 
     except ValidationError as e:  # the message a model.yaml with these blocks would get
         raise SubmissionError(f"fxbench.evaluate: {explain_validation_error(e)}") from None
     target = resolve_device(device)
-    wrapped = wrap_for_spec(net, spec).to(target)
+    try:
+        wrapped = wrap_for_spec(net, spec).to(target)
+    except SubmissionError as e:
+        raise SubmissionError(f"fxbench.evaluate: {e}") from None
     try:  # the folder whose tracebacks are the model's fault: where its class is defined
         folder = Path(inspect.getfile(type(model))).resolve().parent
     except (TypeError, OSError):
@@ -135,7 +147,10 @@ def evaluate(
     `RunResult` (`.result`: the result.json dict, `.samples`: the per-sample table).
 
     `input` / `output` are model.yaml's blocks (`{"size": 224, "channels": 1, "mean": [0.5], "std": [0.25]}`;
-    `{"num_classes": 2, "fracture_index": 1}`, the default). `preset`, `batteries`, `device`, `data`,
+    `{"num_classes": 2, "fracture_index": 1}`, the default). A 3-channel network (an ImageNet-style stem) needs
+    `"channels": 3` with three mean and std values: the grayscale image is repeated. Leave `channels` out to
+    take it from the network's first convolution; a declared count that convolution does not take is refused
+    with a message saying so. `preset`, `batteries`, `device`, `data`,
     `limit` and `seed` are `fxbench run`'s options. The model is deep-copied (your module is not frozen or
     moved). With `out=None` nothing stays on disk (`.out_dir` is None); give `out` to keep
     `OUT/<id>/result.json` and `samples.parquet` as a run writes them."""

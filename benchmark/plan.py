@@ -16,7 +16,7 @@ from typing import Any
 
 from .battery import BATTERIES, MAX_SEED, Battery, EvalSet, RunContext
 from .definition import BenchmarkDefinition, load_definition, resolve_preset
-from .errors import FxbenchError, ModelFailed
+from .errors import FxbenchError, ModelFailed, SubmissionError
 from .executors.blame import model_errors
 from .outdir import SHARDS_DIR, check_result_dir
 from .results.shards import ShardStore
@@ -137,7 +137,11 @@ def prepare_run(path, *, options: RunOptions, out: Path, data, trust_code: bool,
     check_result_dir(out / sub.spec.id)
     with model_errors(sub, "the output check"):  # at the batch sizes `validate` checks too (one rule)
         sizes = check_batch_sizes(preset, device=dev, version=definition.version)
-        check_model_outputs(sub.model, device=dev, batch_sizes=sizes, preset=preset, version=definition.version)
+        try:
+            check_model_outputs(sub.model, device=dev, batch_sizes=sizes, preset=preset,
+                                version=definition.version)
+        except SubmissionError as e:  # named as `validate` names it: the model.yaml first
+            raise type(e)(f"{sub.yaml_path}: {e}") from None
     with warnings.catch_warnings():  # said once below through progress.note, not as a Python warning
         warnings.simplefilter("ignore", EmbeddedDataWarning)
         evalset = load_arrays(data, split=definition.raw["dataset"]["split"], limit=options.limit)

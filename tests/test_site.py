@@ -111,12 +111,12 @@ def test_a_result_without_a_url_has_no_blank_url_row_and_dashes_in_the_table(spe
     assert "<dt>url</dt>" not in bare and "<dt>paper / code</dt>" not in bare
     assert "<dd></dd>" not in bare  # no fact row is left blank
     index = files["site/index.html"].decode()
-    row = re.search(r'<tr data-id="bare">(.*?)</tr>', index).group(1)
+    row = re.search(r'<tr data-id="bare"[^>]*>(.*?)</tr>', index).group(1)
     cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
     assert cells[2:7] == ["-", "-", "-", "-", "2025-01-01"]  # architecture, params, extra data, paper, date
-    assert re.findall(r"<td[^>]*>(.*?)</td>", re.search(r'<tr data-id="full-facts">(.*?)</tr>', index)
+    assert re.findall(r"<td[^>]*>(.*?)</td>", re.search(r'<tr data-id="full-facts"[^>]*>(.*?)</tr>', index)
                       .group(1))[2:5] == ["resnet10t", "4.9M", "MURA"]
-    assert re.findall(r"<td[^>]*>(.*?)</td>", re.search(r'<tr data-id="no-extra">(.*?)</tr>', index)
+    assert re.findall(r"<td[^>]*>(.*?)</td>", re.search(r'<tr data-id="no-extra"[^>]*>(.*?)</tr>', index)
                       .group(1))[4] == "no"
 
 
@@ -146,7 +146,9 @@ def test_quick_results_are_never_ranked_and_the_full_table_is_always_there(spec,
     quick = index[index.index('id="board-v1-quick"'):]
     quick = quick[:quick.index("</table>")]
     assert ">rank<" not in quick
-    assert "No full-preset results for this version" in index
+    # the page opens on the results there are (issue 24): the empty ranked table follows, saying why
+    assert "No full-preset results yet" in index and "The results so far are above, unranked." in index
+    assert index.index('id="board-v1-quick"') < index.index('id="board-v1-full"')
     readme = board.files["README.md"].decode()
     assert "| rank" not in readme[readme.index("### Quick preset"):]
 
@@ -216,3 +218,91 @@ def test_a_ranked_versions_curve_plots_its_robust_metric(spec, tmp_path, monkeyp
     assert [p.y for p in points] == [m["clean/balanced_accuracy"]["value"], m["robust/linf-1/balanced_accuracy"]["value"],
                                      m["robust/linf-4/balanced_accuracy"]["value"]]
     assert kw["ylabel"] == "balanced accuracy"
+
+
+# -- issue 24 ----------------------------------------------------------------------------------------------------
+
+def test_reference_rows_carry_the_best_trivial_map_and_the_scatter_draws_it(spec, tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    stored = [_write(results, f) for f in F.DEFAULT_FAKES]
+    figs = []
+    real_png = plots._png
+    monkeypatch.setattr(plots, "_png", lambda fig: figs.append(fig) or real_png(fig))
+    files = build_leaderboard(results_dir=results, spec_for=F.fake_spec).files
+    index = files["site/index.html"].decode()
+    # the fakes' trivial maps score edge 0.35 and centre 0.40 (+ the same per-image wave); random 0.30 and the
+    # mask are not trivial references: the centre prior is the best one, on every image
+    centre = stored[0]["metrics"]["xai/ref_centre/relevance_mass_accuracy"]["value"]
+    row = re.search(r'<tr class="reference trivial-map">(.*?)</tr>', index).group(1)
+    assert f'data-value="{centre!r}"' in row and "centre prior" in row and f"{centre:.3f}" in row
+    # the scatter: a vertical line at that value and a label per point
+    fig = next(f for f in figs if f.axes[0].get_xlabel().startswith("saliency"))
+    ax = fig.axes[0]
+    assert any(tuple(line.get_xdata()) == (centre, centre) for line in ax.lines)
+    assert any("best trivial map: centre prior" in t.get_text() for t in ax.texts)
+    labels = [t for t in ax.texts if t.get_text() in {f.id for f in F.DEFAULT_FAKES}]
+    assert len(labels) == 4
+
+
+def test_scatter_labels_of_close_points_do_not_overlap(monkeypatch):
+    from matplotlib.text import Text
+
+    figs = []
+    monkeypatch.setattr(plots, "_png", lambda fig: figs.append(fig) or b"")
+    pts = [plots.Point(0.01 + 0.0003 * i, 0.6 + 0.003 * (i % 3), label=f"fxb-model-{i}") for i in range(8)]
+    plots.scatter(pts, xlabel="x", ylabel="y", title="t", x_ref=(0.009, "best trivial map"), y_ref=(0.5, "c"))
+    ax = figs[0].axes[0]
+    r = figs[0].canvas.get_renderer()
+    frame = ax.get_window_extent(r)
+    boxes = []
+    for t in ax.texts:
+        if t.get_text().startswith("fxb-model-"):
+            t.update_positions(r)
+            boxes.append(Text.get_window_extent(t, r))
+    assert len(boxes) == 8
+    assert not [(i, j) for i in range(8) for j in range(i) if boxes[i].overlaps(boxes[j])]
+    assert all(frame.x0 <= b.x0 and b.x1 <= frame.x1 for b in boxes)  # inside the axes: nothing cut off
+    # the old placement (every label beside its point) overlapped here: the test can fail
+    naive = []
+    for p in pts:
+        a = ax.annotate(p.label, (p.x, p.y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        a.update_positions(r)
+        naive.append(Text.get_window_extent(a, r))
+    assert any(naive[i].overlaps(naive[j]) for i in range(8) for j in range(i))
+
+
+def test_a_submission_page_opens_on_its_headline_and_groups_its_gallery(spec, tmp_path):
+    results = tmp_path / "results"
+    f = F.Fake("pgd-at", clean=30, robust={4: 16}, adversarial=True)
+    samples = F.make_samples(f)
+    result = F.make_result(f, samples)
+    result["components"] = {"robustness": {"headline": "linf-4"}}  # as every real result records it
+    ids = samples.loc[samples["label"] == 1, "image_id"].iloc[:1]
+    result["files"]["gallery"] = [f"gallery/{i}/{m}.png" for i in ids for m in ("saliency", "gradcam")] + \
+        [f"gallery/{i}/references/{m}.png" for i in ids for m in ("ref_edge", "ref_centre")]
+    F.write_stored(results / "v1", f, result=result, samples=samples)
+    page = build_leaderboard(results_dir=results, spec_for=F.fake_spec).files["site/v1/pgd-at.html"].decode()
+    h1 = page.index("<h1>")
+    assert page.index('id="headline"') < page.index("<dl>", page.index("</section>", h1))  # before the facts
+    head = page[page.index('id="headline"'):page.index("</section>", h1)]
+    assert "robust balanced accuracy, L-inf 4/255" in head and "0.400" in head  # 16 of 40 robust, 20 fractured
+    assert "explanations" not in head  # no per-image differences from the trivial maps in this result
+    methods, refs = page.split('class="gallery references"', 1)
+    caps = re.findall(r"<figcaption>(.*?)</figcaption>", methods)
+    assert caps == ["Grad-CAM", "Saliency"]
+    assert re.findall(r"<figcaption>(.*?)</figcaption>", refs) == ["centre prior", "edge map (Sobel)"]
+
+
+def test_the_methods_view_marks_losses_to_the_centre_prior(spec, tmp_path):
+    results = tmp_path / "results"
+    stored = [_write(results, f) for f in F.DEFAULT_FAKES]
+    html = build_leaderboard(results_dir=results, spec_for=F.fake_spec).files["site/v1/methods.html"].decode()
+    table = html[html.index('id="methods-pooled-localisation"'):]
+    table = table[:table.index("</table>")]
+    rows = {re.search(r"<code>(\w+)</code>|· (\w+) <em>", r).group(1) or re.search(r"· (\w+) <em>", r).group(1): r
+            for r in re.findall(r"<tr[^>]*>(.*?)</tr>", table)[1:]}
+    # relevance mass: gradcam's fake score 0.25 < centre 0.40 (marked); saliency's 0.30 mean too
+    first = [re.findall(r"<td[^>]*>", rows[m])[1] for m in ("gradcam", "saliency", "ref_edge")]
+    assert "below-centre" in first[0] and "below-centre" in first[1] and "below-centre" not in first[2]
+    assert stored[0]["metrics"]["xai/gradcam/relevance_mass_accuracy"]["value"] < \
+        stored[0]["metrics"]["xai/ref_centre/relevance_mass_accuracy"]["value"]

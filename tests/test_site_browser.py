@@ -201,6 +201,14 @@ def column_values(b: Browser, table: str, key: str) -> list:
                 f".map(r => r.cells[{i}].dataset.value).map(v => v === '' ? null : parseFloat(v))")
 
 
+def no_table_overflows(b: Browser) -> bool:
+    """Every table ends inside the page's main column (main scrolls sideways rather than the page, so the
+    page's own scroll width alone would not show a table cut off at the right)."""
+    return b.js("(() => { const m = document.querySelector('main').getBoundingClientRect().right;"
+                "return Array.from(document.querySelectorAll('table')).filter(t => t.getClientRects().length)"
+                ".every(t => t.getBoundingClientRect().right <= m + 1); })()")
+
+
 def visible(b: Browser, selector: str) -> bool:
     return b.js(f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
                 "return !!e && !e.hidden && e.getClientRects().length > 0; })()")
@@ -214,6 +222,7 @@ def test_site_in_headless_chromium(site, browser, tmp_path):
 
     # The compact default fits a 1400 px window: nothing scrolls sideways, no model name wraps.
     assert b.js("document.documentElement.scrollWidth") <= b.js("window.innerWidth")
+    assert no_table_overflows(b)
     heights = b.js("Array.from(document.querySelectorAll('#board-v1-full td.sub a'))"
                    ".map(a => a.getClientRects().length)")
     assert heights == [1, 1, 1, 1], heights  # one line box each, the long real name included
@@ -262,7 +271,8 @@ def test_site_in_headless_chromium(site, browser, tmp_path):
     assert visible(b, "#board-v1-full + p.no-match")
     assert b.js("document.querySelector('#board-v1-full + p.no-match').textContent") == \
         "No submission matches \u201cno-such-model\u201d."
-    assert b.js("document.querySelectorAll('#board-v2-quick tbody tr.reference:not([hidden])').length") == 3
+    # the three trivial classifiers and the best trivial map stay
+    assert b.js("document.querySelectorAll('#board-v2-quick tbody tr.reference:not([hidden])').length") == 4
     b.type_into("#filter", "")
     b.js("document.querySelector('#filter').dispatchEvent(new Event('input'))")
     assert len(row_ids(b, "board-v1-full")) == 4 and not visible(b, "#board-v1-full + p.no-match")
@@ -319,7 +329,7 @@ def test_site_in_headless_chromium(site, browser, tmp_path):
     assert b.js("location.pathname").endswith(".png") and "/results/v1/pgd-at/gallery/" in b.js("location.pathname")
 
     b.open((site / "v1" / "methods.html").as_uri())
-    assert b.js("document.querySelectorAll('#methods-pooled tbody tr.reference').length") == 3
+    assert b.js("document.querySelectorAll('#methods-pooled-localisation tbody tr.reference').length") == 3
 
     b.open((site / "v2" / "quick-evil.html").as_uri())
     assert b.js("document.querySelectorAll('[onerror]').length") == 0 and b.js("window.pwned") is None
@@ -341,3 +351,93 @@ def test_a_broken_image_is_caught(site, browser):
     loaded = dict(browser.images_loaded())
     assert loaded["pgd-at/robustness.png"] == 0
     assert any("robustness.png" in e for e in browser.errors())
+
+
+# -- issue 24: the site read as a researcher, on the committed leaderboard and on the fixture ----------------
+
+COMMITTED = Path(__file__).resolve().parents[1] / "leaderboard" / "site"
+
+
+def first_board(b: Browser) -> dict:
+    return b.js("(() => { const t = document.querySelector('table.board');"
+                "const rows = Array.from(t.querySelectorAll('tbody tr[data-id]'));"
+                "return {id: t.id, rows: rows.length, top: rows.length ? rows[0].getBoundingClientRect().top : null,"
+                "title: t.previousElementSibling.previousElementSibling.textContent}; })()")
+
+
+@pytest.mark.skipif(not (COMMITTED / "index.html").is_file(), reason="no committed leaderboard")
+def test_the_committed_site_opens_on_results_with_references_and_fits_1400_px(browser):
+    b = browser
+    b.open((COMMITTED / "index.html").as_uri())
+    # The first table on the page holds results, and its first result row is on the first screen.
+    first = first_board(b)
+    assert first["rows"] > 0 and first["top"] < b.js("window.innerHeight"), first
+    if first["id"].endswith("-quick"):  # no full-preset result yet: the quick results, marked unranked
+        assert "not ranked" in first["title"]
+        assert b.js(f"Array.from(document.querySelectorAll('#{first['id']} th')).map(t => t.textContent)"
+                    ".includes('rank')") is False
+    assert b.js("document.documentElement.scrollWidth") <= b.js("window.innerWidth") and no_table_overflows(b)
+    # Paper and extra data are shown without opening the column chooser.
+    assert visible(b, f"#{first['id']} th[data-col='paper']") and visible(b, f"#{first['id']} th[data-col='extra_data']")
+
+    # The explanation column's reference row holds the best trivial map's value (the edge map on relevance
+    # mass in v2), the same number as in the result files.
+    col = col_index(b, first["id"], "xai/saliency/relevance_mass_accuracy")
+    cell = b.js(f"(() => {{ const c = document.querySelector('#{first['id']} tr.trivial-map').cells[{col}];"
+                "return [c.dataset.value, c.textContent]; })()")
+    stored = json.loads((COMMITTED.parent / "results" / "v2" / "fxb-resnet10t-pgdat-v2.json").read_text())
+    edge = stored["metrics"]["xai/ref_edge/relevance_mass_accuracy"]["value"]
+    assert float(cell[0]) == pytest.approx(edge) and "edge map" in cell[1] and f"{edge:.3f}" in cell[1]
+
+    # The training filter keeps standard-trained models (and every reference row).
+    b.js("(() => { const s = document.querySelector('#filter-training'); s.value = 'standard';"
+         "s.dispatchEvent(new Event('change')); })()")
+    shown = row_ids(b, first["id"])
+    assert shown and all("erm" in i or "reference" in i for i in shown), shown
+    assert b.js(f"document.querySelectorAll('#{first['id']} tr.reference:not([hidden])').length") == 4
+
+    # The methods view: one table per kind of score, none wider than the window, losses to the centre prior
+    # marked.
+    b.open((COMMITTED / "v2" / "methods.html").as_uri())
+    assert b.js("document.documentElement.scrollWidth") <= b.js("window.innerWidth")
+    assert no_table_overflows(b)
+    marked = b.js("Array.from(document.querySelectorAll('#methods-pooled-localisation td.below-centre'))"
+                  ".map(td => td.title)")
+    assert marked and all(t.startswith("below the centre prior") for t in marked)
+    assert b.js("document.querySelectorAll('#methods-pooled-localisation tr.reference td.below-centre').length") == 0
+
+    # A submission's page opens on its headline; the constant reference's says what it is.
+    b.open((COMMITTED / "v2" / "fxb-reference-no-fracture.html").as_uri())
+    assert b.js("document.querySelector('h1').nextElementSibling.id") == "headline"
+    assert "constant classifier" in b.js("document.querySelector('#headline p.warning').textContent")
+    # The gallery: methods by name, reference maps apart.
+    b.open((COMMITTED / "v2" / "fxb-resnet10t-pgdat-v2.html").as_uri())
+    captions = b.js("Array.from(document.querySelectorAll('.gallery:not(.references) figcaption')).map(f => f.textContent)")
+    refs = b.js("Array.from(document.querySelectorAll('.gallery.references figcaption')).map(f => f.textContent)")
+    assert "Saliency" in captions and "Grad-CAM" in captions and not any("/" in c or ".png" in c for c in captions)
+    assert "edge map (Sobel)" in refs and not set(refs) & set(captions)
+    assert all(w > 0 for _, w in b.images_loaded())
+    assert b.errors() == []
+
+
+def test_filters_by_training_size_and_architecture(site, browser):
+    b = browser
+    b.open((site / "index.html").as_uri())
+
+    def choose(sel: str, value: str) -> None:
+        b.js(f"(() => {{ const s = document.querySelector('{sel}'); s.value = {json.dumps(value)};"
+             "s.dispatchEvent(new Event('change')); })()")
+
+    choose("#filter-size", "0-5000000")
+    assert sorted(row_ids(b, "board-v1-full")) == ["erm-baseline", "pgd-at"]  # 850k and 4.9M parameters
+    choose("#filter-training", "adversarial")
+    assert row_ids(b, "board-v1-full") == ["pgd-at"]
+    b.type_into("#filter", "trades")
+    assert row_ids(b, "board-v1-full") == []
+    assert "under 5M parameters" in b.js("document.querySelector('#board-v1-full + p.no-match').textContent")
+    b.type_into("#filter", "")
+    b.js("document.querySelector('#filter').dispatchEvent(new Event('input'))")
+    choose("#filter-size", "")
+    choose("#filter-training", "")
+    assert len(row_ids(b, "board-v1-full")) == 4
+    assert b.errors() == []

@@ -9,6 +9,7 @@ import pytest
 import yaml
 from conftest import REPO, tiny_timm
 from fxbench.models import placeholders as P
+from fxbench.models.spec import ModelSpec
 from submission_kit import save_weights, sha256, write_yaml
 
 TEMPLATE = REPO / "submissions" / "_template"
@@ -31,6 +32,9 @@ def test_the_checks_know_the_templates_values():
     assert spec["id"] == P.TEMPLATE_ID and spec["name"] == P.TEMPLATE_NAME
     assert set(spec["authors"]) == P.TEMPLATE_AUTHORS and P.EXAMPLE_HOSTS.match(spec["url"])
     assert len(P.card_placeholders((TEMPLATE / "README.md").read_text())) >= 10
+    parsed = ModelSpec.from_yaml(TEMPLATE / "model.yaml")  # issue 24: the leftovers the leaderboard shows
+    assert parsed.description == P.TEMPLATE_DESCRIPTION and parsed.training.to_json() == P.TEMPLATE_TRAINING
+    assert all(parsed.extra[k] == v for k, v in P.TEMPLATE_EXTRA.items())
 
 
 def test_unchanged_template_warns_about_every_placeholder_and_strict_refuses(tmp_path, cli):
@@ -44,9 +48,11 @@ def test_unchanged_template_warns_about_every_placeholder_and_strict_refuses(tmp
     assert "'First Author', 'Second Author'" in text
     assert "url https://example.org/my-paper is the template's example address" in text
     assert "README.md: 17 template placeholder(s) left, e.g. <model name>" in text
-    assert "5 warning(s) to fix before submitting" in r.stdout
+    assert "description is still the template's" in text and "training is still the template's example" in text
+    assert "extra.hardware is still the template's '1x A100, 2 h'" in text
+    assert "8 warning(s) to fix before submitting" in r.stdout
     strict = cli("validate", sub, "--strict")
-    assert strict.exit_code == 2 and "5 template placeholder(s) left" in strict.stderr, strict
+    assert strict.exit_code == 2 and "8 template placeholder(s) left" in strict.stderr, strict
     assert "Traceback" not in strict.stderr
 
 
@@ -61,7 +67,9 @@ def test_id_must_match_its_folder(tmp_path, cli):
 def test_a_filled_in_submission_has_no_warning(tmp_path, cli):
     sub, spec = template_copy(tmp_path, folder="fxb-tiny-test")
     spec.update(id="fxb-tiny-test", name="Tiny test ResNet", authors=["A. Researcher"],
-                url="https://github.com/someone/tiny")
+                url="https://github.com/someone/tiny", description="A tiny ResNet for the tests.",
+                training={"adversarial": True, "method": "PGD-AT, 10 steps", "eps": "4/255", "norm": "linf"},
+                extra={"seed": 0, "hardware": "a laptop"})
     write_yaml(sub, spec)
     (sub / "README.md").write_text("# Model card: Tiny test ResNet (`fxb-tiny-test`)\n\nTrained on "
                                    "`submissions/<id>/` data. Line<br>break, <https://example.net/x>, "

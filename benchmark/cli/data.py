@@ -65,15 +65,38 @@ def prepare_cmd(
         f"({report.counts['all']['n_fracture']} fractured), {len(report.excluded)} excluded, "
         f"{report.seconds:.1f} s with {report.workers} worker(s)"
     )
-    for e in report.excluded[:20]:  # say what happened to each image that could not be used
-        typer.echo(f"excluded {e.image_id}: {e.reason}")
-    if len(report.excluded) > 20:
-        typer.echo(f"... and {len(report.excluded) - 20} more exclusion(s), listed in {report.path}/fxbench.json")
+    for line in exclusion_lines(report.excluded, report.path):
+        typer.echo(line)
     typer.echo(f"fingerprint {report.fingerprint}")
     if report.manifest.status in ("match", "no-manifest"):
         typer.echo(f"manifest: {report.manifest.message}")
     else:
         typer.echo(f"warning: {report.manifest.message}", err=True)
+
+
+MAX_LISTED = 20  # unexpected exclusions listed one per line; the rest are counted
+
+
+def exclusion_lines(excluded: list, path: Path) -> list[str]:
+    """What happened to the images that could not be used. Exclusions the committed manifest records (the
+    release's known defects, e.g. its truncated non-fractured JPEGs) are expected: one summary line. Any other
+    is listed with its reason, because it means this copy of the release differs from the benchmark's."""
+    from ..data.manifest import load_manifest
+
+    m = load_manifest()
+    known = {e["image_id"] for e in (m.raw.get("excluded") or [])} if m else set()
+    expected = [e for e in excluded if e.image_id in known]
+    other = [e for e in excluded if e.image_id not in known]
+    out = []
+    if expected:
+        kinds = sorted({e.reason.split(":", 1)[0] for e in expected})
+        out.append(f"excluded {len(expected)} image(s) as expected ({'; '.join(kinds)}): known defects of the "
+                   f"FracAtlas release, recorded in the split manifest (docs/data.md); `fxbench data info` lists them")
+    for e in other[:MAX_LISTED]:
+        out.append(f"excluded {e.image_id}: {e.reason} (not a known defect of the release: check this copy)")
+    if len(other) > MAX_LISTED:
+        out.append(f"... and {len(other) - MAX_LISTED} more unexpected exclusion(s), listed in {path}/fxbench.json")
+    return out
 
 
 @data_app.command("info")

@@ -8,20 +8,14 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from ..results.summary import CEILING
 from . import options as o
 
 if TYPE_CHECKING:  # ..run imports torch: only when a run starts, so --help and argument errors stay fast
     from rich.console import Console
 
+    from ..results.summary import RunSummary
     from ..run import RunResult
-
-SUMMARY_METRICS = [
-    ("clean/accuracy", "clean accuracy"),
-    ("clean/balanced_accuracy", "clean balanced accuracy"),
-    ("clean/sensitivity", "clean sensitivity"),
-    ("clean/specificity", "clean specificity"),
-    ("clean/auroc", "clean AUROC"),
-]
 
 
 def register(app: typer.Typer) -> None:
@@ -167,34 +161,93 @@ def interrupted() -> typer.Exit:
     return typer.Exit(code=130)
 
 
-def _fmt(m: dict | None) -> str:
-    if not m or m["value"] is None:
+VERDICTS = {
+    "above": "above",
+    "below": "below",
+    "at": "exactly chance: a constant answer",
+    "undecided": "cannot be told apart at this n",
+    "no-ci": "n too small for a CI",
+    "n/a": "n/a",
+}
+
+
+def _ci(lo: float | None, hi: float | None, *, signed: bool = False) -> str:
+    if lo is None or hi is None:
+        return ""
+    f = "{:+.3f}" if signed else "{:.3f}"
+    return f" [{f.format(lo)}, {f.format(hi)}]"
+
+
+def _val(sc, *, signed: bool = False) -> str:
+    if sc is None or sc.value is None:
         return "n/a"
-    ci = "" if m["ci_low"] is None else f" [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"
-    return f"{m['value']:.3f}{ci}"
+    return ("{:+.3f}" if signed else "{:.3f}").format(sc.value) + _ci(sc.ci_low, sc.ci_high, signed=signed)
+
+
+def summary_blocks(s: RunSummary) -> list[tuple[str, list[tuple[str, str, str, str]]]]:
+    """The printed summary as (heading, rows of (metric, value [CI], n, reading)) blocks, in order: the two
+    questions first, then the classifier's details and the reference maps apart from the methods."""
+    blocks: list[tuple[str, list[tuple[str, str, str, str]]]] = []
+    if s.robust is not None:
+        r = s.robust
+        blocks.append((
+            "1. Does it still find the fracture under attack? (the headline; a constant classifier scores 0.500)",
+            [(r.score.label, _val(r.score), str(r.score.n or ""),
+              f"minus {r.reference_label} ({r.reference:.3f}): {_val(r.difference, signed=True)}, "
+              f"{VERDICTS[r.verdict]}")]))
+    if s.methods:
+        ref = next((m.reference_value for m in s.methods if m.reference_value is not None), None)
+        best = (s.best_reference or "the best trivial map") + (f" = {ref:.3f}" if ref is not None else "")
+        head = (f"2. Does it look at the fracture? ({s.primary_metric.replace('_', ' ')} per method, and minus the "
+                f"best trivial map on the same images; best trivial map: {best})")
+        rows = []
+        for m in s.methods:
+            how = {"above": "beats the trivial maps", "below": "loses to the trivial maps"}.get(
+                m.verdict, VERDICTS[m.verdict])
+            rows.append((m.method, _val(m.score), str(m.score.n or ""),
+                         f"minus trivial: {_val(m.difference, signed=True)}, {how}"))
+        blocks.append((head, rows))
+    details = []
+    if s.clean is not None:
+        details.append((s.clean.score.label, _val(s.clean.score), str(s.clean.score.n or ""),
+                        f"minus chance: {_val(s.clean.difference, signed=True)}, {VERDICTS[s.clean.verdict]}"))
+    details += [(d.label, _val(d), str(d.n or ""), d.note) for d in s.details]
+    if details:
+        blocks.append(("The classifier in detail", details))
+    if s.references:
+        rows = []
+        for r in s.references:
+            role = ("the ceiling: the expert mask itself" if r.label == CEILING else
+                    "best trivial map" if r.label == s.best_reference else "trivial map")
+            rows.append((r.label, _val(r), str(r.n or ""), role))
+        blocks.append((f"Reference maps on {s.primary_metric.replace('_', ' ')} (not methods: what chance, edges, "
+                       "position and anatomy alone score)", rows))
+    return blocks
 
 
 def print_summary(run: RunResult, console: Console) -> None:
     from rich.table import Table
 
+    from ..results.summary import summarise
+
     r = run.result
-    metrics = r["metrics"]
+    s = summarise(r, eval_counts=_eval_split_counts())
+    console.print(f"[bold]{s.title}[/]")
+    for heading, rows in summary_blocks(s):
+        table = Table(title=heading, title_justify="left", title_style="bold", show_header=False, box=None,
+                      pad_edge=False)
+        table.add_column("metric")
+        table.add_column("value [95% CI]", justify="right", no_wrap=True)
+        table.add_column("n", justify="right")
+        table.add_column("reading")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    for w in s.warnings:
+        console.print(f"[bold yellow]warning:[/] {w}")
+    for note in s.notes:
+        console.print(f"note: {note}")
     ds = r["benchmark"]["dataset"]
-    table = Table(title=f"{r['submission']['id']}: {r['submission']['name']}", show_lines=False)
-    table.add_column("metric")
-    table.add_column("value [95% CI]", justify="right")
-    table.add_column("n", justify="right")
-    rows = list(SUMMARY_METRICS)
-    budgets = sorted({k.split("/")[1] for k in metrics if k.startswith("robust/")}, key=_budget_key)
-    rows += [(f"robust/{b}/accuracy", f"robust accuracy {b}") for b in budgets]
-    rows += [(f"robust/{b}/sensitivity", f"robust sensitivity {b}") for b in budgets if b == "linf-4"]
-    methods = sorted({k.split("/")[1] for k in metrics if k.startswith("xai/")})
-    rows += [(f"xai/{m}/relevance_mass_accuracy", f"{m}: relevance mass accuracy") for m in methods]
-    rows += corruption_rows(metrics)
-    for mid, label in rows:
-        if mid in metrics:
-            table.add_row(label, _fmt(metrics[mid]), str(metrics[mid]["n"]))
-    console.print(table)
     console.print(
         f"data: {ds['name']} ({ds['n']} images, fingerprint {ds['fingerprint'][:12]}), preset "
         f"{r['benchmark']['preset']}, device {r['provenance']['device']}, "
@@ -202,7 +255,7 @@ def print_summary(run: RunResult, console: Console) -> None:
     )
     for f in r["flags"]:
         console.print(f"[yellow]flag {f['code']}:[/] {f['message']}")
-    console.print(f"result: {run.out_dir / 'result.json'}")
+    console.print(f"result: {run.out_dir / 'result.json'} (every metric with its CI and definition)")
 
 
 def corruption_rows(metrics: dict) -> list[tuple[str, str]]:
@@ -221,9 +274,10 @@ def corruption_rows(metrics: dict) -> list[tuple[str, str]]:
     return rows
 
 
-def _budget_key(b: str) -> tuple:
-    norm, _, eps = b.partition("-")
-    try:
-        return (norm != "linf", float(eps))
-    except ValueError:
-        return (norm != "linf", 0.0)
+def _eval_split_counts() -> tuple[int, int] | None:
+    """(images, fractured) of the benchmark's evaluation split, from the committed manifest."""
+    from ..data.manifest import load_manifest
+
+    m = load_manifest()
+    counts = (m.raw.get("counts") or {}).get("eval") if m else None
+    return (int(counts["n"]), int(counts["n_fracture"])) if counts else None

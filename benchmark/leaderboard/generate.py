@@ -21,12 +21,13 @@ from ..io import atomic_write_bytes, canonical_json, replace_dir, sha256_file
 from ..results.metric_ids import ROBUST, clean_id, robust_id, try_parse, xai_id
 from . import corruption_view, markdown, pages, plots, site
 from .layout import ASSETS, Layout, load_layout
-from .markup import Links
+from .markup import Links, method_name
 from .store import PRESETS, StoredResult, VersionSpec, load_store
 from .tables import (
     BoardTable,
     MethodsView,
     Ranking,
+    best_trivial_map,
     budget_label,
     budgets,
     methods,
@@ -134,8 +135,10 @@ def build_leaderboard(
                                                                          links=links).encode()
         md_scatters = [f"{SITE}/{images[0][1]}" for _, images in scatters if images]
         md_versions.append((version, note, tables, view, md_scatters))
+        ref = best_trivial_map([row.result for t in tables for row in t.rows], layout.scatter_x)
         sections.append({"version": version, "note": note, "tables": tables, "scatters": scatters,
                          "gallery": has_gallery, "corruptions": corruption_html is not None,
+                         "scatter_reference": ref[0] if ref else None,
                          "robust_metric": ranking.robust_metric if ranking is not None else layout.robust_metric})
         json_versions.append(_version_json(spec, tables, view, rank_by.get(version, layout.rank_by)))
         csv_rows += _csv_rows(tables)
@@ -226,8 +229,22 @@ def _scatters(t: BoardTable, layout: Layout, files: dict[str, bytes]) -> list[tu
         files[f"{SITE}/{src}"] = plots.scatter(
             points, xlabel=f"{m}: {layout.scatter_x.replace('_', ' ')}", ylabel=ylabel,
             title=f"benchmark {t.version}, {t.preset} preset, one point per submission (95% CIs)",
+            **_scatter_references(results, layout),
         )
         out.append((m, src))
+    return out
+
+
+def _scatter_references(results: list[StoredResult], layout: Layout) -> dict[str, Any]:
+    """The scatter's reference lines: the best trivial map on the x score (a vertical line), and the constant
+    classifier (0.5) where y is a balanced accuracy (a horizontal one)."""
+    out: dict[str, Any] = {}
+    best = best_trivial_map(results, layout.scatter_x)
+    if best is not None and best[1]["value"] is not None:
+        out["x_ref"] = (float(best[1]["value"]), f"best trivial map: {method_name(best[0])}")
+    y = try_parse(layout.scatter_y)
+    if y is not None and y.metric == "balanced_accuracy":
+        out["y_ref"] = (0.5, "constant classifier")
     return out
 
 

@@ -88,3 +88,31 @@ def extra_data(training: dict[str, Any]) -> str:
 def date_text(provenance: dict[str, Any]) -> str:
     t = str(provenance.get("started_at") or "")
     return t[:10] if len(t) >= 10 and t[4] == "-" and t[7] == "-" else NONE
+
+
+# How the site names attribution methods and reference maps (ids stay in the result files and the tables'
+# data attributes; people read these).
+METHOD_NAMES = {
+    "saliency": "Saliency", "input_x_gradient": "Input × Gradient", "integrated_gradients": "Integrated Gradients",
+    "guided_backprop": "Guided Backprop", "deeplift": "DeepLift", "gradcam": "Grad-CAM", "occlusion": "Occlusion",
+    "smoothgrad": "SmoothGrad",
+    "ref_random": "random map", "ref_edge": "edge map (Sobel)", "ref_centre": "centre prior",
+    "ref_anatomy": "anatomy (foreground)", "ref_mask": "expert mask (the ceiling)",
+}
+REFERENCE_PREFIX = "ref_"
+
+
+def method_name(method: str) -> str:
+    """A method's or reference map's display name (the id itself when it has none)."""
+    return METHOD_NAMES.get(method, method.replace("_", " "))
+
+
+def is_reference_map(method: str) -> bool:
+    return method.startswith(REFERENCE_PREFIX)
+
+
+def headline_box(lines: list[tuple[str, str]], warnings: list[str]) -> str:
+    """The short summary at the top of a submission's page: (label, html) pairs and plain warnings."""
+    items = "".join(f"<dt>{escape(k)}</dt><dd>{v}</dd>" for k, v in lines)
+    warn = "".join(f"<p class=\"warning\"><strong>Warning:</strong> {escape(w)}</p>" for w in warnings)
+    return f"<section class=\"headline\" id=\"headline\"><dl>{items}</dl>{warn}</section>"

@@ -9,10 +9,26 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
+from ..results.summary import summarise
 from . import corruption_view, fmt, method_ranks
-from .markup import NONE, Links, date_text, extra_data, page, td, th
+from .markup import (
+    NONE,
+    Links,
+    date_text,
+    extra_data,
+    headline_box,
+    is_reference_map,
+    method_name,
+    page,
+    td,
+    th,
+)
 from .store import StoredResult
 from .tables import MethodsView, training_text
+
+CENTRE = "ref_centre"  # the trivial map the methods view marks losses to (a centred Gaussian: position alone)
+VERDICT_WORDS = {"above": "above", "below": "below", "at": "exactly", "undecided": "cannot be told from",
+                 "no-ci": "n too small to compare with", "n/a": "no score to compare with"}
 
 
 def _definition(d: dict[str, Any]) -> str:
@@ -54,6 +70,68 @@ def _a(href: str | None, text: str, *, download: bool = False) -> str:
     return f"<a href=\"{escape(href)}\"{' download' if download else ''}>{escape(text)}</a>"
 
 
+def _fmt_signed(sc) -> str:
+    if sc is None or sc.value is None:
+        return fmt.NA
+    ci = f" [{sc.ci_low:+.3f}, {sc.ci_high:+.3f}]" if sc.has_ci else ""
+    return f"{sc.value:+.3f}{ci}"
+
+
+def headline(r: StoredResult) -> str:
+    """The result's two answers at the top of its page (results.summary, as `fxbench run` prints them)."""
+    s = summarise(r.result)
+    lines = []
+    for c in (s.robust, s.clean):
+        if c is None:
+            continue
+        value = fmt.with_ci(c.score.value, c.score.ci_low, c.score.ci_high)
+        lines.append((c.score.label, f"{escape(value)} <span class=\"verdict\">({escape(VERDICT_WORDS[c.verdict])} "
+                                     f"the {escape(c.reference_label)}, {c.reference:.3f})</span>"))
+    if any(m.difference is not None for m in s.methods):
+        ref = next((m.reference_value for m in s.methods if m.reference_value is not None), None)
+        best = method_name(s.best_reference) if s.best_reference else "the best trivial map"
+        label = (f"explanations: {s.primary_metric.replace('_', ' ')} minus {best}"
+                 + (f" ({ref:.3f})" if ref is not None else ""))
+        items = "; ".join(f"{escape(method_name(m.method))} {escape(_fmt_signed(m.difference))} <span class=\"verdict\">"
+                          f"({escape(VERDICT_WORDS[m.verdict])} it)</span>" for m in s.methods)
+        lines.append((label, items))
+    return headline_box(lines, s.warnings) if lines else ""
+
+
+def _gallery_by_image(gallery) -> dict[str, list[str]]:
+    """gallery/<image>/<method>.png and gallery/<image>/references/<map>.png, grouped by image."""
+    out: dict[str, list[str]] = {}
+    for rel in gallery:
+        parts = rel.split("/")
+        if len(parts) >= 3:
+            out.setdefault(parts[1], []).append(rel)
+    return dict(sorted(out.items()))
+
+
+def _stem(rel: str) -> str:
+    return rel.rsplit("/", 1)[-1].removesuffix(".png")
+
+
+def _figures(rels: list[str], src_of, *, loading: str, prefix: str = "") -> str:
+    return "".join(
+        f"<figure><a href=\"{src_of(rel)}\"><img src=\"{src_of(rel)}\" alt=\"{escape(prefix + method_name(_stem(rel)))}\" "
+        f"loading=\"{loading}\"></a><figcaption>{escape(prefix + method_name(_stem(rel)))}</figcaption></figure>"
+        for rel in rels)
+
+
+def _gallery_group(image_id: str, rels: list[str], src_of, *, loading: str, title: str | None = None,
+                   prefix: str = "") -> str:
+    """One image's pictures: the methods labelled by name, then the reference maps apart."""
+    methods = sorted((x for x in rels if "/references/" not in x and not is_reference_map(_stem(x))), key=_stem)
+    refs = sorted((x for x in rels if x not in methods), key=_stem)
+    out = [f"<div class=\"gallery-group\"><h4>{escape(title or image_id)}: methods</h4>"
+           f"<div class=\"gallery\">{_figures(methods, src_of, loading=loading, prefix=prefix)}</div>"]
+    if refs:
+        out.append(f"<h4>{escape(title or image_id)}: reference maps (no model)</h4><div class=\"gallery references\">"
+                   f"{_figures(refs, src_of, loading=loading, prefix=prefix)}</div>")
+    return "".join(out) + "</div>"
+
+
 def submission_page(r: StoredResult, *, has_curve: bool, img_root: str = "", links: Links = Links(),
                     files: SubmissionFiles = SubmissionFiles(), corruption_curve: bool = False) -> str:
     s = r.result["submission"]
@@ -77,7 +155,7 @@ def submission_page(r: StoredResult, *, has_curve: bool, img_root: str = "", lin
         ("evaluated", "" if date_text(r.result.get("provenance") or {}) == NONE else date_text(r.result["provenance"])),
         ("device", escape(str(r.result["provenance"].get("device", "")))),
     ]
-    parts = [f"<h1>{escape(r.name)}</h1>",
+    parts = [f"<h1>{escape(r.name)}</h1>", headline(r),
              "<dl>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts if v) + "</dl>"]
     items = [
         _a(files.model_card, "model card (README.md)"),
@@ -106,14 +184,11 @@ def submission_page(r: StoredResult, *, has_curve: bool, img_root: str = "", lin
     if corruption_curve:  # v3 on
         parts.append(corruption_view.curve_html(r))
     if r.gallery:
-        parts.append("<h2>Explanation gallery</h2>\n<p>Click an image for its full size.</p>\n<div class=\"gallery\">")
-        for rel in r.gallery:
-            caption = rel.split("/", 1)[1].removesuffix(".png")
-            src = f"{img_root}{r.id}/{escape(rel)}"
-            parts.append(f"<figure><a href=\"{src}\"><img src=\"{src}\" alt=\"{escape(caption)}\" "
-                         "loading=\"eager\"></a>"
-                         f"<figcaption>{escape(caption)}</figcaption></figure>")
-        parts.append("</div>")
+        parts.append("<h2>Explanation gallery</h2>\n<p>Per image: the attribution methods, then the reference maps "
+                     "(no model: what position, edges and anatomy alone give). Click an image for its full size.</p>")
+        for image_id, rels in _gallery_by_image(r.gallery).items():
+            parts.append(_gallery_group(image_id, rels, lambda rel: f"{img_root}{r.id}/{escape(rel)}",
+                                        loading="eager"))
     rows = []
     for mid, m in sorted(r.metrics.items()):
         rows.append("<tr>" + "".join([
@@ -172,41 +247,90 @@ def evidence_section(ev: Any) -> str:
             + "".join(f"<li>{i}</li>" for i in items) + "</ul>")
 
 
-def _scores_table(view: MethodsView, scores: dict, table_id: str) -> str:
-    head = th("method", "text") + "".join(
-        th(f"{c.group.replace('_', ' ')}: {c.header}", "number") for c in view.columns)
+def _value(s) -> float | None:
+    v = s.get("value") if isinstance(s, dict) else getattr(s, "value", None)
+    return v if isinstance(v, (int, float)) else None
+
+
+def _higher_is_better(view: MethodsView, metric: str) -> bool:
+    for scores in view.per_submission.values():
+        for (_, c), d in scores.items():
+            if c == metric and isinstance(d, dict) and "higher_is_better" in d:
+                return bool(d["higher_is_better"])
+    return True
+
+
+def _score_cell(s, centre: float | None, higher: bool) -> str:
+    """value, its CI under it; a method that scores worse than the centre prior is marked."""
+    if s is None:
+        return td("", "", "num")
+    if isinstance(s, dict):
+        text, sort = fmt.metric(s) or fmt.NA, fmt.sort_value(s)
+    else:
+        text, sort = fmt.with_ci(s.value, s.ci_low, s.ci_high), "" if s.value is None else repr(s.value)
+    value, _, rest = text.partition(" ")
+    inner = escape(value) + (f" <span class=\"ci\">{escape(rest)}</span>" if rest else "")
+    v = _value(s)
+    if centre is not None and v is not None and (v < centre if higher else v > centre):
+        attr = f" title=\"{'below' if higher else 'above'} the centre prior ({centre:.3f})\""
+        return f"<td data-value=\"{escape(sort)}\" class=\"num below-centre\"{attr}>{inner}</td>"
+    return td(inner, sort, "num")
+
+
+def _scores_table(view: MethodsView, scores: dict, table_id: str, columns=None) -> str:
+    columns = view.columns if columns is None else columns
+    head = th("method", "text") + "".join(th(c.header, "number", c.key) for c in columns)
     rows = []
     for m in view.methods:
-        cls = " class=\"reference\"" if m in view.references else ""
-        label = f"{escape(m)} <em>(reference)</em>" if m in view.references else escape(m)
+        ref = m in view.references
+        cls = " class=\"reference\"" if ref else ""
+        label = (f"{escape(method_name(m))} · {escape(m)} <em>(reference)</em>" if ref
+                 else f"{escape(method_name(m))} <code>{escape(m)}</code>")
         cells = [td(label)]
-        for c in view.columns:
-            s = scores.get((m, c.key))
-            if s is None:
-                cells.append(td("", "", "num"))
-            elif isinstance(s, dict):
-                cells.append(td(escape(fmt.metric(s) or fmt.NA), fmt.sort_value(s), "num"))
-            else:
-                cells.append(td(escape(fmt.with_ci(s.value, s.ci_low, s.ci_high)),
-                                 "" if s.value is None else repr(s.value), "num"))
+        for c in columns:
+            centre = None if ref else _value(scores.get((CENTRE, c.key)))
+            cells.append(_score_cell(scores.get((m, c.key)), centre, _higher_is_better(view, c.key)))
         rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
-    return (f"<table class=\"sortable\" id=\"{table_id}\"><thead><tr>{head}</tr></thead>\n<tbody>\n"
+    return (f"<table class=\"sortable methods\" id=\"{table_id}\"><thead><tr>{head}</tr></thead>\n<tbody>\n"
             + "\n".join(rows) + "\n</tbody></table>")
 
 
+GROUP_TITLES = {"localisation": "Localisation (against the expert masks)", "faithfulness": "Faithfulness",
+                "randomisation": "Randomisation check", "explanation_robustness": "Explanation robustness"}
+
+
+def _grouped_tables(view: MethodsView, scores: dict, table_id: str) -> str:
+    """One table per kind of score (localisation, faithfulness, ...): the columns of one kind fit a 1400 px
+    window, where one table of every score did not."""
+    groups: dict[str, list] = {}
+    for c in view.columns:
+        groups.setdefault(c.group, []).append(c)
+    out = []
+    for group, cols in groups.items():
+        title = GROUP_TITLES.get(group, group.replace("_", " "))
+        out.append(f"<h4>{escape(title)}</h4>\n" + _scores_table(view, scores, f"{table_id}-{group}", cols))
+    return f"<div class=\"methods-group\" id=\"{escape(table_id)}\">\n" + "\n".join(out) + "\n</div>"
+
+
 def methods_page(view: MethodsView, *, links: Links = Links()) -> str:
+    marker = ""
+    if CENTRE in view.references:
+        marker = (" <span class=\"legend\">A cell marked <span class=\"below-centre\">&#9660; like this</span> is a "
+                  "method that scores worse than the centre prior (a centred Gaussian: the image's middle, no model) "
+                  "on that score.</span>")
     parts = [
         f"<h1>Explanation methods, benchmark {escape(view.version)}</h1>",
-        ("<p>Attribution methods as rows, scores as columns. Pooled: the mean of the submissions' scores, "
-         "with a 95% bootstrap CI that resamples the images shared by all of them (stratified by label). "
-         "Reference maps (random, edge, centre; the mask is the ceiling) are the rows to beat.</p>"),
-        "<h2>Pooled over submissions</h2>", _scores_table(view, view.pooled, "methods-pooled"),
+        ("<p>Attribution methods as rows, scores as columns, one table per kind of score. Pooled: the mean of "
+         "the submissions' scores, with a 95% bootstrap CI that resamples the images shared by all of them "
+         "(stratified by label). Reference maps (random, edge, centre, anatomy; the mask is the ceiling) are "
+         f"the rows to beat.{marker}</p>"),
+        "<h2>Pooled over submissions</h2>", _grouped_tables(view, view.pooled, "methods-pooled"),
     ]
     if view.ranks is not None:  # v3 on
         parts.append(method_ranks.html(view.ranks))
     for sid in sorted(view.per_submission):
         parts.append(f"<h2 id=\"{escape(sid)}\">{escape(sid)}</h2>")
-        parts.append(_scores_table(view, view.per_submission[sid], f"methods-{sid}"))
+        parts.append(_grouped_tables(view, view.per_submission[sid], f"methods-{sid}"))
     return page(f"Explanation methods {view.version} - fxbench", "\n".join(parts), root="../", links=links)
 
 
@@ -215,22 +339,17 @@ def gallery_page(version: str, results: list[StoredResult], *, img_root: str = "
     submission), one row per submission, so the same radiograph can be read across models."""
     by_image: dict[str, dict[str, list[str]]] = {}
     for r in sorted(results, key=lambda r: r.id):
-        for rel in r.gallery:
-            parts = rel.split("/")
-            if len(parts) >= 3:
-                by_image.setdefault(parts[1], {}).setdefault(r.id, []).append(rel)
+        for image_id, rels in _gallery_by_image(r.gallery).items():
+            by_image.setdefault(image_id, {})[r.id] = rels
     out = [f"<h1>Benchmark {escape(version)}: explanation gallery, image by image</h1>",
            "<p>The same images for every submission (chosen by mask size, see docs/explanations.md); each "
            "picture shows the clean image and, where the attack stored one, the attacked image, with the "
-           "expert mask in cyan. References are the rows to beat.</p>"]
+           "expert mask in cyan. Per submission: the methods, then the reference maps (no model), the pictures "
+           "to beat.</p>"]
     for image_id in sorted(by_image):
         out.append(f"<h2>{escape(image_id)}</h2>")
         for sid, rels in sorted(by_image[image_id].items()):
-            out.append(f"<h3>{escape(sid)}</h3>\n<div class=\"gallery\">")
-            for rel in sorted(rels, key=lambda x: ("/references/" in x, x)):
-                cap = rel.split("/", 2)[2].removesuffix(".png")
-                src = f"{img_root}{escape(sid)}/{escape(rel)}"
-                out.append(f"<figure><a href=\"{src}\"><img src=\"{src}\" alt=\"{escape(cap)}\" "
-                           f"loading=\"lazy\"></a><figcaption>{escape(sid)}: {escape(cap)}</figcaption></figure>")
-            out.append("</div>")
+            out.append(f"<h3>{escape(sid)}</h3>")
+            out.append(_gallery_group(image_id, rels, lambda rel, sid=sid: f"{img_root}{escape(sid)}/{escape(rel)}",
+                                      loading="lazy", title=sid, prefix=""))
     return page(f"fxbench {version} gallery", "\n".join(out), root="../", links=links)

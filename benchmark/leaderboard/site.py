@@ -9,17 +9,21 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-from ..results.metric_ids import robust_id
+from ..results.metric_ids import robust_id, try_parse
 from . import corruption_columns, corruption_view, fmt
 from .markdown import TITLES
-from .markup import NONE, Links, date_text, evidence_html, extra_data, flags_html, page, td, th
+from .markup import NONE, Links, date_text, evidence_html, extra_data, flags_html, method_name, page, td, th
 from .store import StoredResult
-from .tables import BoardTable, budget_label, budgets, training_text
+from .tables import BoardTable, best_trivial_map, budget_label, budgets, training_text
 
 # Columns about the submission rather than its scores (site only: the README keeps its narrow table).
 INFO = (("architecture", "architecture", "text"), ("parameters", "params", "number"),
         ("extra_data", "extra data", "text"), ("paper", "paper / code", "text"), ("evaluated", "evaluated", "text"))
-ALWAYS_ON = {"rank", "submission", "architecture", "training", "flags", "reason", "evidence"}
+# Shown by default: RobustBench shows paper and extra data by default too (issue 24).
+ALWAYS_ON = {"rank", "submission", "architecture", "training", "extra_data", "paper", "flags", "reason", "evidence"}
+# The size filter's bands (parameters): small CNNs, ResNet-18/50-sized, larger.
+SIZE_BANDS = ((0, 5_000_000, "under 5M parameters"), (5_000_000, 30_000_000, "5M to 30M"),
+              (30_000_000, 10**13, "30M or more"))
 
 
 def _info_cell(key: str, r: StoredResult) -> str:
@@ -91,6 +95,22 @@ def _site_columns(t: BoardTable, *, headline_xai: str) -> list[_Col]:
 LONG_NAME = 80  # characters: shorter names never wrap in the tables
 
 
+def training_kind(training: dict[str, Any]) -> str:
+    """adversarial | standard | undeclared: what the training filter selects on."""
+    if not training:
+        return "undeclared"
+    return "adversarial" if training.get("adversarial") else "standard"
+
+
+def _row_attrs(r: StoredResult) -> str:
+    """A result row's id and what the filters select on (training kind, parameters, architecture)."""
+    s = r.result["submission"]
+    n = s.get("n_parameters")
+    params = str(n) if isinstance(n, int) and not isinstance(n, bool) and n > 0 else ""
+    return (f" data-id=\"{escape(r.id)}\" data-training=\"{training_kind(s.get('training') or {})}\""
+            f" data-params=\"{params}\" data-arch=\"{escape(str(s.get('architecture') or ''))}\"")
+
+
 def _sub_link(r: StoredResult, link_root: str) -> str:
     long = " class=\"long\"" if len(r.name) > LONG_NAME else ""
     return (f"<a href=\"{link_root}{r.version}/{r.id}.html\"{long}>{escape(r.name)}</a> "
@@ -122,9 +142,12 @@ def board_table(t: BoardTable, *, link_root: str, headline_xai: str = "") -> str
                 cells.append(td(evidence_html(r.evidence)))
             else:
                 cells.append(_num_cell(r.metrics.get(c.key), t.min_n_for_ci))
-        body.append(_row(cells, cols, f" data-id=\"{escape(r.id)}\""))
+        body.append(_row(cells, cols, _row_attrs(r)))
     for ref in t.references:  # trivial classifiers: visible, marked, never ranked
         body.append(_reference_row(ref, cols, t))
+    trivial = _trivial_map_row(t, cols)
+    if trivial:
+        body.append(trivial)
     tid = f"board-{t.version}-{t.preset}" + (f"-{t.kind}" if t.unranked else "")
     return _table(tid, head, body, classes="board sortable filterable")
 
@@ -141,6 +164,29 @@ def _reference_row(ref: Any, cols: list[_Col], t: BoardTable) -> str:
         else:
             cells.append(td(""))
     return _row(cells, cols, " class=\"reference\"")
+
+
+def _trivial_map_row(t: BoardTable, cols: list[_Col]) -> str:
+    """The reference row for the explanation columns: the best trivial map's score on each column's metric
+    (the one `.../vs-best-ref` subtracts), so a method's score can be read against what position, edges or
+    anatomy alone achieve. Empty when the table has no explanation column."""
+    results = [row.result for row in t.rows]
+    cells, found = [], False
+    for c in cols:
+        p = try_parse(c.key)
+        best = best_trivial_map(results, p.metric) if p is not None and p.headline else None
+        if c.key == "submission":
+            cells.append(td("<em>reference: best trivial map (no model: position, edges or anatomy)</em>", cls="sub"))
+        elif best is not None:
+            found = True
+            name, m = best
+            text = fmt.metric(m, min_n=t.min_n_for_ci) or fmt.NA
+            value, _, rest = text.partition(" ")
+            cells.append(td(f"{escape(value)} <span class=\"map\">{escape(method_name(name))}</span>"
+                            + (f" <span class=\"ci\">{escape(rest)}</span>" if rest else ""), fmt.sort_value(m), "num"))
+        else:
+            cells.append(td("", "", "num") if c.kind == "number" else td(""))
+    return _row(cells, cols, " class=\"reference trivial-map\"") if found else ""
 
 
 def _row(cells: list[str], cols: list[_Col], attrs: str) -> str:
@@ -201,7 +247,7 @@ def threat_tables(t: BoardTable, robust_metric: str) -> str:
             cells = [td(_sub_link(r, ""), cls="sub"),
                      td(escape(training_text(r.result["submission"].get("training") or {})))]
             cells += [_num_cell(r.metrics.get(c.key), t.min_n_for_ci) for c in cols[2:]]
-            body.append(_row(cells, cols, f" data-id=\"{escape(r.id)}\""))
+            body.append(_row(cells, cols, _row_attrs(r)))
         for ref in t.references:
             body.append(_reference_row(ref, cols, t))
         what = robust_metric.replace("_", " ")
@@ -212,17 +258,46 @@ def threat_tables(t: BoardTable, robust_metric: str) -> str:
         + "\n</details>"
 
 
+def filters(sections: list[dict[str, Any]]) -> str:
+    """The text filter and the selects by training kind, size and architecture (assets/table.js applies them
+    together; reference rows always stay)."""
+    results = [row.result for sec in sections for t in sec["tables"] for row in t.rows]
+    archs = sorted({str(r.result["submission"].get("architecture") or "") for r in results} - {""})
+    kinds = [k for k in ("adversarial", "standard", "undeclared")
+             if any(training_kind(r.result["submission"].get("training") or {}) == k for r in results)]
+
+    def select(sid: str, label: str, options: list[tuple[str, str]]) -> str:
+        opts = "".join(f"<option value=\"{escape(v)}\">{escape(t)}</option>" for v, t in [("", "any"), *options])
+        return f"<label>{escape(label)} <select id=\"{sid}\" class=\"row-filter\">{opts}</select></label>"
+
+    return ("<p class=\"filters\"><label>Filter <input type=\"search\" id=\"filter\" "
+            "placeholder=\"submission, training, flag...\"></label>"
+            + select("filter-training", "Training", [(k, k) for k in kinds])
+            + select("filter-size", "Size", [(f"{lo}-{hi}", t) for lo, hi, t in SIZE_BANDS])
+            + select("filter-arch", "Architecture", [(a, a) for a in archs]) + "</p>")
+
+
+def _ordered(tables: list[BoardTable]) -> list[BoardTable]:
+    """Tables with results first: while no full-preset result exists, the page opens on the results there
+    are (quick preset, marked unranked) and the empty ranked table follows them."""
+    return sorted(tables, key=lambda t: not t.rows)
+
+
+EMPTY_FULL_AFTER = ("No full-preset results yet: this table fills as submissions are run with the full batteries "
+                    "(GPU), and only those are ranked. The results so far are above, unranked.")
+
+
 def index(sections: list[dict[str, Any]], *, links: Links = Links(), headline_xai: str = "") -> str:
     """sections: one per version with keys version, note, tables, scatters [(preset, [(method, src)])],
-    robust_metric."""
+    robust_metric, scatter_reference (the best trivial map's name on the scatter's x score, or None)."""
     parts = [
         "<h1>fxbench leaderboard</h1>",
-        ("<p>Fracture classifiers on FracAtlas radiographs: robustness to adversarial perturbations and how "
-         "well their explanations point at the expert-outlined fracture. Values are <code>value [95% CI]</code>. "
-         "Click a column header to sort (by the value); choose columns under <em>Columns</em>; type to filter "
-         "rows. Reference rows (trivial classifiers) stay visible while filtering.</p>"),
-        ("<p><label>Filter <input type=\"search\" id=\"filter\" placeholder=\"submission, training, flag...\">"
-         "</label></p>"),
+        ("<p>Fracture classifiers on FracAtlas radiographs: does a model still find the fracture under attack "
+         "(robust balanced accuracy; a constant classifier scores 0.500), and do its explanations point at the "
+         "expert-outlined fracture (against the best trivial map)? Values are <code>value [95% CI]</code>; "
+         "shaded rows are references, never ranked. Sort by a column header, choose columns under "
+         "<em>Columns</em>, filter rows below.</p>"),
+        filters(sections),
     ]
     for s in sections:
         v = s["version"]
@@ -230,25 +305,34 @@ def index(sections: list[dict[str, Any]], *, links: Links = Links(), headline_xa
         extra = f" · <a href=\"{v}/gallery.html\">Explanation gallery</a>" if s.get("gallery") else ""
         extra += f" · <a href=\"{v}/corruptions.html\">Corruption view</a>" if s.get("corruptions") else ""
         parts.append(f"<p><a href=\"{v}/methods.html\">Explanation methods view</a>{extra}</p>")
-        for t in s["tables"]:
+        tables = _ordered(s["tables"])
+        moved = [id(t) for t in tables] != [id(t) for t in s["tables"]]
+        for t in tables:
             if t.min_n_for_ci is None:  # v1: its own titles
                 title = "Models (full preset)" if t.preset == "full" else \
                     "Quick preset (reduced batteries: not leaderboard-grade, not ranked)"
             else:
                 title = TITLES[t.kind]
-            note = f"<p class=\"note empty-state\">{escape(t.note)}</p>\n" if t.note else ""
+            text = EMPTY_FULL_AFTER if moved and t.preset == "full" and not t.rows and t.kind == "main" else t.note
+            note = f"<p class=\"note empty-state\">{escape(text)}</p>\n" if text else ""
             parts.append(f"<h3>{escape(title)}</h3>\n{note}{column_chooser(t, headline_xai=headline_xai)}\n"
                          f"{board_table(t, link_root='', headline_xai=headline_xai)}")
             if t.rows and not t.unranked:
                 parts.append(threat_tables(t, s.get("robust_metric") or "accuracy"))
                 parts += [c for c in [corruption_view.site_table(t)] if c]  # v3 on: natural corruptions
+        what = (s.get("robust_metric") or "accuracy").replace("_", " ")
         for preset, images in s["scatters"]:
             if not images:
                 continue
             target = f"scatter-{v}-{preset}"
-            options = "".join(f"<option value=\"{escape(src)}\">{escape(m)}</option>" for m, src in images)
+            options = "".join(f"<option value=\"{escape(src)}\">{escape(method_name(m))}</option>" for m, src in images)
+            ref = s.get("scatter_reference")
+            line = (f" The dashed vertical line is the best trivial map ({escape(method_name(ref))}); the dotted "
+                    "horizontal one, where robust balanced accuracy is plotted, the constant classifier (0.5)."
+                    if ref else "")
             parts.append(
-                f"<h3>Robust accuracy against relevance-mass accuracy ({escape(preset)} preset)</h3>\n"
+                f"<h3>Robust {escape(what)} against relevance-mass accuracy ({escape(preset)} preset)</h3>\n"
+                f"<p class=\"note\">One point per submission with 95% CIs.{line}</p>\n"
                 f"<p><label>Attribution method <select class=\"image-switch\" data-target=\"{target}\">"
                 f"{options}</select></label></p>\n"
                 f"<img id=\"{target}\" src=\"{escape(images[0][1])}\" alt=\"scatter plot\" width=\"600\" height=\"450\">"

@@ -408,3 +408,25 @@ def pooled_score(results: list[StoredResult], mid: str, spec: VersionSpec, cache
     if stats.size:
         lo, hi = (float(q) for q in np.quantile(stats, [alpha / 2, 1 - alpha / 2]))
     return PooledScore(float(np.mean(values)), lo, hi, len(values))
+
+
+TRIVIAL_EXCLUDED = ("ref_mask", "ref_random")  # the ceiling, and chance: not what anatomy or position give
+
+
+def best_trivial_map(results: list[StoredResult], metric: str) -> tuple[str, dict[str, Any]] | None:
+    """(reference map, its metric) of the best trivial map on ``metric``, the one each method is read against
+    (``.../vs-best-ref``): the explanation battery's own choice (``components.explanations.best_reference``)
+    where a result records it, else the best-scoring of the results' trivial maps (not the mask, the
+    ceiling, nor the random map). Trivial maps do not depend on the model: taken from the first result that
+    has one."""
+    for r in results:
+        named = (((r.result.get("components") or {}).get("explanations") or {}).get("best_reference") or {}).get(metric)
+        if isinstance(named, str) and xai_id(named, metric) in r.metrics:
+            return named, r.metrics[xai_id(named, metric)]
+    for r in results:
+        found = [(p.method, m) for mid, m in r.metrics.items() if (p := xai_headline(mid)) and p.metric == metric
+                 and p.method.startswith("ref_") and p.method not in TRIVIAL_EXCLUDED and m["value"] is not None]
+        if found:
+            sign = 1 if found[0][1]["higher_is_better"] else -1
+            return max(found, key=lambda x: (sign * x[1]["value"], x[0]))
+    return None

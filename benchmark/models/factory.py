@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib.util
+import inspect
 import os
+import re
 import signal
 import sys
 import threading
@@ -125,9 +127,47 @@ def _from_timm(name: str, kwargs: dict) -> nn.Module:
     try:
         return timm.create_model(name, pretrained=False, **kwargs)
     except Exception as e:  # noqa: BLE001 - timm raises several types for bad arguments
+        hint = unexpected_kwarg_hint(e, _timm_accepted(name, e))
         raise SubmissionError(
-            f"model.kwargs: timm.create_model({name!r}) refused the arguments: {type(e).__name__}: {e}"
+            f"model.kwargs: timm.create_model({name!r}) refused the arguments: {type(e).__name__}: {e}{hint}"
         ) from None
+
+
+UNEXPECTED = re.compile(r"(?:(\w+)\.)?(\w+)\(\) got an unexpected keyword argument '(\w+)'")
+
+
+def unexpected_kwarg_hint(error: BaseException, accepted: list[str]) -> str:
+    """'; did you mean ...?' for a keyword argument the model's constructor does not take (a typo such as
+    num_clases), from the names it does take; '' when the error is something else or nothing is close."""
+    m = UNEXPECTED.search(str(error)) if isinstance(error, TypeError) else None
+    if m is None or not accepted:
+        return ""
+    close = difflib.get_close_matches(m.group(3), accepted, n=1, cutoff=0.6)
+    if not close:
+        return f" (it accepts: {', '.join(accepted[:12])}{', ...' if len(accepted) > 12 else ''})"
+    return f"; did you mean {', '.join(repr(c) for c in close)}?"
+
+
+def _parameters(fn) -> list[str]:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def _timm_accepted(name: str, error: BaseException) -> list[str]:
+    """The keyword arguments timm passes on for ``name``: those of the class whose constructor refused one
+    (named in the TypeError, looked up in the module that registers the architecture; no model is built)."""
+    import timm
+
+    m = UNEXPECTED.search(str(error))
+    try:
+        module = sys.modules[timm.models.model_entrypoint(name).__module__]
+    except (KeyError, RuntimeError, AttributeError):
+        return []
+    cls = getattr(module, m.group(1) or "", None) if m else None
+    return _parameters(cls.__init__) if isinstance(cls, type) else []
 
 
 def _from_entrypoint(spec: ModelSpec, folder: Path, trust_code: bool) -> nn.Module:
@@ -152,7 +192,13 @@ def _from_entrypoint(spec: ModelSpec, folder: Path, trust_code: bool) -> nn.Modu
                 raise SubmissionError(
                     f"model.entrypoint: {file.name} has no function {arch.entrypoint_function!r}"
                 )
-            net = build(**arch.kwargs)
+            try:
+                net = build(**arch.kwargs)
+            except TypeError as e:
+                hint = unexpected_kwarg_hint(e, _parameters(build))
+                if not hint:
+                    raise
+                raise SubmissionError(f"model.kwargs: {arch.entrypoint} refused the arguments: {e}{hint}") from None
         if isinstance(net, nn.Module):
             guard_calls(net, f"model.entrypoint {arch.entrypoint}", seconds)
         return net
@@ -230,3 +276,67 @@ def _spatial_outputs(
             h.remove()
         net.train(was_training)
     return done
+
+
+class _FirstConvReached(Exception):
+    """Stops a probe forward pass at the first convolution, before it runs."""
+
+
+def first_conv(net: nn.Module, *, channels: int, size: int) -> tuple[str, int, int] | None:
+    """(name, in_channels, channels it receives) of the first convolution a forward pass of ``channels`` x
+    ``size`` x ``size`` zeros reaches, or None (no convolution, or the model fails before one). The probe stops
+    at that convolution before it runs, so it works whatever the network expects."""
+    names = {m: n for n, m in net.named_modules()}
+    found: list[tuple[str, int, int]] = []
+
+    def reached(module, args):
+        got = args[0].shape[1] if args and isinstance(args[0], torch.Tensor) and args[0].ndim == 4 else -1
+        found.append((names[module] or "(root)", int(module.in_channels), int(got)))
+        raise _FirstConvReached
+
+    convs = [m for m in names if isinstance(m, nn.Conv2d)]
+    if not convs:
+        return None
+    handles = [m.register_forward_pre_hook(reached) for m in convs]
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, channels, size, size))
+    except SubmissionError:
+        raise  # the call time limit or sys.exit: already the submission's problem
+    except Exception:  # noqa: BLE001 - _FirstConvReached, or a model that cannot run: the forward check says why
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+        net.train(was_training)
+    return found[0] if found else None
+
+
+def input_channels(net: nn.Module, *, size: int) -> int | None:
+    """The channel count (1 or 3) whose input reaches the first convolution in the shape it takes; None when
+    neither does or there is no convolution to tell."""
+    for channels in (1, 3):
+        conv = first_conv(net, channels=channels, size=size)
+        if conv is None:
+            return None
+        if conv[1] == conv[2]:
+            return channels
+    return None
+
+
+def channels_mismatch(net: nn.Module, *, channels: int, size: int) -> str | None:
+    """Why the declared input channels cannot be right (the first convolution receives another number of
+    channels than it takes), or None."""
+    conv = first_conv(net, channels=channels, size=size)
+    if conv is None or conv[2] < 0 or conv[1] == conv[2]:
+        return None
+    name, k, _ = conv
+    if k in (1, 3):
+        values = ", ".join(["0.5"] * k)
+        fix = (f"declare channels: {k} with {k} mean and std value(s) (e.g. mean: [{values}]), or build the network "
+               f"for {channels} channel(s) (timm: kwargs in_chans: {channels})")
+    else:
+        fix = "fxbench feeds 1 channel, or 3 (the grayscale image repeated): build the network for 1 or 3"
+    return f"input.channels is {channels}, but the network's first convolution {name!r} takes {k} channels: {fix}"

@@ -18,6 +18,11 @@ from .spec import ModelSpec
 TEMPLATE_ID = "fxb-my-model"
 TEMPLATE_NAME = "ResNet-18 (my training recipe)"
 TEMPLATE_AUTHORS = frozenset({"First Author", "Second Author"})
+TEMPLATE_DESCRIPTION = "A ResNet-18 trained on the FracAtlas train split."
+# The template's training claim, as Training.to_json() gives it: shown on the leaderboard as the submitter's.
+TEMPLATE_TRAINING = {"adversarial": True, "method": "PGD-AT", "eps": "4/255", "eps_value": 4 / 255, "norm": "linf",
+                     "extra_data": False}
+TEMPLATE_EXTRA = {"hardware": "1x A100, 2 h"}  # free-form, but `extra` is shown with the entry
 EXAMPLE_HOSTS = re.compile(r"^https?://([^/]*\.)?example\.(org|com|net)(/|$)", re.IGNORECASE)
 CARD_NAMES = ("README.md", "MODEL_CARD.md")
 LARGE_WEIGHTS_MB = 25  # a fp32 ResNet-18 is 45 MB: over this, say how to keep the repository small
@@ -67,6 +72,16 @@ def template_leftovers(yaml_path: Path, spec: ModelSpec) -> list[str]:
     left = sorted(set(spec.authors) & TEMPLATE_AUTHORS)
     if left:
         out.append(f"authors still list the template's {', '.join(repr(a) for a in left)}")
+    if spec.description == TEMPLATE_DESCRIPTION:
+        out.append(f"description is still the template's {TEMPLATE_DESCRIPTION!r}: describe your model in a "
+                   "sentence or two, or remove the line")
+    if spec.training.to_json() == TEMPLATE_TRAINING:
+        out.append("training is still the template's example claim (adversarial, PGD-AT, linf, eps 4/255, no extra "
+                   "data), which the leaderboard shows as yours: declare your own recipe; if it really is yours, "
+                   "say so in your words in training.method (e.g. 'PGD-AT, 10 steps, 100 epochs')")
+    for key, value in TEMPLATE_EXTRA.items():
+        if spec.extra.get(key) == value:
+            out.append(f"extra.{key} is still the template's {value!r}: give your own or remove it")
     for field, url in (("url", spec.url), ("checkpoint.url", spec.checkpoint.url)):
         if url and EXAMPLE_HOSTS.match(url):
             out.append(f"{field} {url} is the template's example address: give the real one or remove it")

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import SubmissionError
+from .yaml_errors import yaml_error_text
 
 SLUG = r"^[a-z0-9][a-z0-9-]*$"
 SHA256 = r"^[0-9a-f]{64}$"
@@ -345,10 +346,7 @@ def _load_yaml(text: str, *, source: str) -> Any:
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = shorten(getattr(e, "problem", None) or str(e))
-        raise SubmissionError(f"{source}: not valid YAML: {where}{problem}") from None
+        raise SubmissionError(f"{source}: not valid YAML: {yaml_error_text(text, e)}") from None
     except RecursionError:
         raise SubmissionError(f"{source}: not valid YAML: nested too deeply") from None
     if not isinstance(data, dict):

@@ -12,7 +12,7 @@ import torch
 from ..errors import SubmissionError
 from .checkpoint import load_weights, parse_state_dict, read_checkpoint
 from .device import resolve_device
-from .factory import create_model, find_gradcam_layer
+from .factory import channels_mismatch, create_model, find_gradcam_layer
 from .spec import ModelSpec, read_yaml_bytes
 from .wrapper import CanonicalModel
 
@@ -79,7 +79,12 @@ def read_spec(path: str | Path) -> SpecFile:
 
 
 def wrap_for_spec(net: torch.nn.Module, spec: ModelSpec) -> CanonicalModel:
-    """The canonical wrapper with the declared input/output conventions and Grad-CAM layer."""
+    """The canonical wrapper with the declared input/output conventions and Grad-CAM layer. A declared
+    channel count that the network's first convolution does not take is refused here, in words (the forward
+    check would only show PyTorch's shape error)."""
+    wrong = channels_mismatch(net, channels=spec.input.channels, size=spec.input.size)
+    if wrong:
+        raise SubmissionError(wrong)
     return CanonicalModel(
         net,
         input_size=spec.input.size,
