@@ -203,7 +203,8 @@ def run_checks(model: CountingModel, x: torch.Tensor, y: torch.Tensor, outcome, 
                 rep.flags.append(Flag("unbounded-attack-failed", (
                     f"Attacked from the clean image at L-inf {', '.join(f'{e * 255:g}' for e in checks.unbounded_sweep)}"
                     f"/255{' through BPDA' if vanished else ''}, {len(swept_left)} of {len(swept)} points survived "
-                    f"{checks.unbounded_sweep[-1] * 255:g}/255 (a quarter of the grey range) although the model "
+                    f"{checks.unbounded_sweep[-1] * 255:g}/255 ({checks.unbounded_sweep[-1]:.0%} of the grey range) "
+                    "although the model "
                     f"predicts the other class elsewhere ({len(survived)} of them even at eps = "
                     f"{checks.unbounded_eps:g}): robust accuracy must fall towards 0 as eps grows, so the gradients "
                     "are masked near real images.")))
