@@ -161,9 +161,9 @@ def _output_checks(model: CanonicalModel, device: torch.device, batch_sizes: tup
             sizes = (x.shape[0], *batch_sizes, *rules.odd_batch_sizes)
             checked = check_batches(lambda b: _call(model, b), lambda n: canonical_batch(n).to(device), 1, sizes,
                                     rules, where="noise")
-            if radio is not None and len(radio):
+            if radio is not None and len(radio):  # the odd sizes: the batteries audit their own sizes on real images
                 check_batches(lambda b: _call(model, b), lambda n: radio[torch.arange(n) % len(radio)],
-                              len(radio), sizes, rules, where="radiographs")
+                              len(radio), rules.odd_batch_sizes, rules, where="radiographs")
             return (f"each image's logits independent of its batch (batch sizes 1, {', '.join(map(str, checked))}; "
                     f"noise{' and radiographs' if radio is not None and len(radio) else ''})")
         with torch.no_grad():
