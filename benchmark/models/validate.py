@@ -147,7 +147,7 @@ def _output_checks(model: CanonicalModel, device: torch.device, batch_sizes: tup
             if "radio" in seen:
                 with torch.no_grad():
                     check_repeat(seen["radio"], _call(model, radio), rules, where="radiographs")
-            return "two passes give the same margins"
+            return "two passes identical"
         if not _close(seen["out"], again, REPEAT_TOL):
             diff = (seen["out"] - again).abs().max().item()
             raise ModelMisbehaviour(
@@ -161,10 +161,10 @@ def _output_checks(model: CanonicalModel, device: torch.device, batch_sizes: tup
             sizes = (x.shape[0], *batch_sizes, *rules.odd_batch_sizes)
             checked = check_batches(lambda b: _call(model, b), lambda n: canonical_batch(n).to(device), 1, sizes,
                                     rules, where="noise")
-            if radio is not None and len(radio):
+            if radio is not None and len(radio):  # the odd sizes: the batteries audit their own sizes on real images
                 check_batches(lambda b: _call(model, b), lambda n: radio[torch.arange(n) % len(radio)],
-                              len(radio), sizes, rules, where="radiographs")
-            return (f"each image's margin independent of its batch (batch sizes 1, {', '.join(map(str, checked))}; "
+                              len(radio), rules.odd_batch_sizes, rules, where="radiographs")
+            return (f"each image's logits independent of its batch (batch sizes 1, {', '.join(map(str, checked))}; "
                     f"noise{' and radiographs' if radio is not None and len(radio) else ''})")
         with torch.no_grad():
             alone = _call(model, x[:1])  # the first image on its own, then first in each batch size in use
