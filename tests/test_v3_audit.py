@@ -243,3 +243,47 @@ def test_an_unranked_flag_the_audit_raises_must_be_on_the_result():
     got = compare_robust(_claims([1.0]), _claims([1.0]), s, audit_flags=["gradient-mismatch"],
                          claimed_flags={"gradient-mismatch"}, unranked_flags=frozenset({"gradient-mismatch"}))
     assert got["problems"] == []
+
+
+class FewerSteps:
+    """v3's definition with the full preset's robustness budgets and checks but the quick preset's attack steps:
+    the full cascade runs Square's 5,000 queries on every robust point of every budget (18 minutes of this
+    test on a busy 2-core CPU); what the test shows depends on the budgets, not on the attack's strength."""
+
+    def __init__(self, d):
+        self._d = d
+
+    def __getattr__(self, name):
+        return getattr(self._d, name)
+
+    def battery_config(self, battery, preset):
+        config = self._d.battery_config(battery, preset)
+        if battery == "robustness" and preset == "full":
+            config = {**config, "attacks": self._d.battery_config("robustness", "quick")["attacks"]}
+        return config
+
+
+def test_a_quick_result_relabelled_full_fails_its_audit(genuine, data, monkeypatch):
+    """The linf-4 columns copied to every budget of the full preset: at 8/255 the audit's attack breaks points
+    the result claims robust (a brightness margin between 4/255 and 8/255 of the movable pixels), and at 1/255
+    it cannot repeat claimed breaks; the methods the quick run did not score, declared unsupported, compute."""
+    import fxbench.definition
+    from fxbench.definition import load_definition
+
+    monkeypatch.setattr(fxbench.definition, "load_definition", lambda v=None: FewerSteps(load_definition(v)))
+    ev, t = data
+    result, df = copy.deepcopy(genuine[0]), genuine[1].copy()
+    for b in ("linf-1", "linf-2", "linf-8", "l2-1.75"):
+        for m in ("correct", "broken", "attack", "norm"):
+            df[f"robust/{b}/{m}"] = df[f"robust/linf-4/{m}"]
+    d = load_definition("v3")
+    result["benchmark"].update(preset="full", config=d.resolved("full"), config_hash=d.config_hash("full"))
+    for m in ("integrated_gradients", "occlusion", "smoothgrad"):
+        result["components"]["explanations"]["unsupported"][m] = "declared by the forger"
+    rec = run_audit(genuine, data, result=result, samples=df)
+    hand = by_hand(ev, t).set_index("image_id")
+    refuted = {r["image_id"] for r in rec["robustness"]["refuted"] if r["budget"] == "linf-8"}
+    assert len(refuted) > 1 and not hand.loc[sorted(refuted), "pred"].isna().any()
+    assert any(u["budget"] == "linf-1" for u in rec["robustness"]["unconfirmed"])
+    assert rec["verdict"] == "fail"
+    assert any("declares integrated_gradients, occlusion, smoothgrad unsupported" in p for p in rec["problems"])

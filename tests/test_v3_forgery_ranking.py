@@ -173,3 +173,32 @@ def test_leaderboard_json_says_each_versions_sort_keys(tmp_path):
     assert data["rank_by"] == list(RANK_BY)  # the newest version's, not v1's robust/linf-4/accuracy
     assert {v["version"]: v["rank_by"] for v in data["versions"]} == {
         "v3": list(RANK_BY), "v1": ["robust/linf-4/accuracy", "clean/balanced_accuracy"]}
+
+
+def test_add_refuses_a_copy_of_a_stored_run_and_a_replacement_that_would_orphan_its_record(cli, tmp_path,
+                                                                                           monkeypatch):
+    import numpy as np
+    import pandas as pd
+    from fxbench.leaderboard import store as store_mod
+    from leaderboard_fixtures import make_result, make_samples, write_run_dir
+
+    monkeypatch.setattr(store_mod, "version_spec", fake_spec)
+    results = tmp_path / "store"
+    genuine = make_samples(AUDITED)
+    genuine["clean/p_fracture"] = np.random.default_rng(1).uniform(0.01, 0.99, len(genuine))
+    genuine["clean/correct"] = ((genuine["clean/p_fracture"] >= 0.5) == (genuine["label"] == 1)).astype(float)
+    def result(f, samples):
+        out = make_result(f, samples, version="v3")
+        out["files"]["gallery"] = []
+        return out
+
+    run = write_run_dir(tmp_path / "runs" / AUDITED.id, result(AUDITED, genuine), genuine)
+    assert cli("add", run, "--results", results).exit_code == 0
+    copy = pd.read_parquet(run / "samples.parquet")  # the same rows under a new id
+    copied = write_run_dir(tmp_path / "runs" / NEVER_RAN.id, result(NEVER_RAN, copy), copy)
+    r = cli("add", copied, "--results", results)
+    assert r.exit_code == 2 and "share the same clean/p_fracture to the last bit" in r.stderr, r
+    assert not (results / "v3" / f"{NEVER_RAN.id}.json").exists()
+    audit_record(results / "v3", AUDITED.id)
+    r = cli("add", run, "--results", results, "--replace")
+    assert r.exit_code == 2 and "has an evidence record, which would no longer match" in r.stderr, r

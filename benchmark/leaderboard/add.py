@@ -12,6 +12,8 @@ from ..errors import ResultError
 from ..io import atomic_write_bytes, replace_dir
 from ..results.resultfile import MAX_RESULT_BYTES, RESULT_NAME, read_limited
 from . import store
+from .consistency import copied_rows
+from .evidence import audits_root, record_paths
 from .filechecks import MAX_SAMPLES_BYTES, check_gallery
 
 
@@ -39,6 +41,11 @@ def add_result(run_dir: str | Path, *, results_dir: str | Path, replace: bool = 
     existed = target.exists()
     if existed and not replace:
         raise ResultError(f"{target}: a result for {sid!r} is already in the store; pass --replace to overwrite it")
+    records = [p for p in record_paths(audits_root(results_dir), version, sid) if p.exists()]
+    if records:
+        raise ResultError(f"{records[0]}: the stored result of {sid!r} has an evidence record, which would no "
+                          "longer match; remove the record (the new result must be checked again) and add it again")
+    _check_not_copied(store.samples_path(src, result), folder, sid)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         stage = Path(tempfile.mkdtemp(prefix=f".{sid}.add-", dir=folder))
@@ -62,6 +69,26 @@ def add_result(run_dir: str | Path, *, results_dir: str | Path, replace: bool = 
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return AddedResult(submission_id=sid, version=version, json_path=target, replaced=existed)
+
+
+def _check_not_copied(samples: Path, folder: Path, sid: str) -> None:
+    """Refused at once rather than when the leaderboard is generated: rows shared with a stored result of the
+    same version (consistency.copied_rows)."""
+    import pandas as pd
+
+    if not folder.is_dir():
+        return
+    mine = pd.read_parquet(samples)
+    for other in sorted(folder.glob("*.parquet")):
+        if other.stem == sid or other.is_symlink():
+            continue
+        try:
+            theirs = pd.read_parquet(other)
+        except Exception:  # noqa: BLE001 - a broken stored file is the store's problem, reported there
+            continue
+        if "image_id" in theirs and (hit := copied_rows(mine, theirs)) is not None:
+            raise ResultError(f"{samples}: {hit[1]} images share the same {hit[0]} to the last bit with the stored "
+                              f"{other.stem}, which two different runs never do; nothing was stored")
 
 
 def _check_layout(folder: Path, sid: str, *, version: str) -> None:

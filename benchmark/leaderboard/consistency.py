@@ -217,13 +217,14 @@ def _curve_counts(df: pd.DataFrame, clean_correct: np.ndarray, first: dict[str, 
     entering = int((clean_correct & ((first[norm] < 0) | (first[norm] >= k))).sum())
     new = first[norm] == k
     attacks = df[robust_id(budget, "attack")].fillna("").astype(str).to_numpy()[new]
-    return entering, dict(zip(*np.unique(attacks, return_counts=True), strict=True))
+    names, counts = np.unique(attacks, return_counts=True)
+    return entering, {str(a): int(n) for a, n in zip(names, counts, strict=True)}
 
 
 def _components(result: dict[str, Any], df: pd.DataFrame, clean_correct: np.ndarray,
                 first: dict[str, np.ndarray], out: _Problems) -> None:
-    rob = (result.get("components") or {}).get("robustness")
-    if not isinstance(rob, dict):
+    rob = _dict(_dict(result.get("components")).get("robustness"))
+    if not rob:
         return
     if "preset" in rob and rob["preset"] != result["benchmark"]["preset"]:
         out.add(f"components.robustness was computed with preset {rob['preset']!r}, the result says "
@@ -241,13 +242,22 @@ def _components(result: dict[str, Any], df: pd.DataFrame, clean_correct: np.ndar
         b = c["budget"]
         entering, breaks = _curve_counts(df, clean_correct, first, b)
         acc = float(_floats(df, robust_id(b, "correct")).mean())
-        told = c.get("broken_by") or {}
-        same_breaks = all(int(told.get(a, 0)) == n for a, n in breaks.items()) and \
-            sum(int(v) for v in told.values() if isinstance(v, int | float)) == sum(breaks.values())
+        told = _dict(c.get("broken_by"))
+        counts = {a: _count(v) for a, v in told.items()}
+        same_breaks = None not in counts.values() and {a: v for a, v in counts.items() if v} == breaks
         if not (_close(c.get("robust_accuracy"), acc) and c.get("robust_at_start") == entering and same_breaks):
             out.add(f"components.robustness.curve at {b} (robust accuracy {c.get('robust_accuracy')}, "
                     f"{c.get('robust_at_start')} points entering, broken by {told}) is not the per-sample file's "
                     f"({acc:.6g}, {entering}, {breaks})")
+
+
+def _dict(x: Any) -> dict:
+    """Battery details are free-form JSON (the schema does not fix them): anything but a mapping counts as none."""
+    return x if isinstance(x, dict) else {}
+
+
+def _count(x: Any) -> int | None:
+    return x if isinstance(x, int) and not isinstance(x, bool) else None
 
 
 def _close(a: Any, b: float) -> bool:
@@ -283,18 +293,18 @@ def _flags(result: dict[str, Any], df: pd.DataFrame, first: dict[str, np.ndarray
     square = square_flag_due(df, first, config)
     if square is not None:
         due["gradient-masking-suspected"] = square
-    checks = ((result.get("components") or {}).get("robustness") or {}).get("checks")
-    if isinstance(checks, dict):
-        unbounded, transfer = checks.get("unbounded") or {}, checks.get("transfer") or {}
-        fd = checks.get("finite_differences") or {}
-        if isinstance(unbounded.get("survived"), int):
+    checks = _dict(_dict(_dict(result.get("components")).get("robustness")).get("checks"))
+    if checks:
+        unbounded, transfer = _dict(checks.get("unbounded")), _dict(checks.get("transfer"))
+        fd = _dict(checks.get("finite_differences"))
+        if _count(unbounded.get("survived")) is not None:
             due["unbounded-attack-failed"] = unbounded["survived"] > 0
         if transfer:
             due["check-not-run"] = "skipped" in transfer
-        if isinstance(transfer.get("broken"), int):
+        if _count(transfer.get("broken")) is not None:
             due["transfer-attack-succeeded"] = transfer["broken"] > 0
-        share = ((config.get("checks") or {}).get("finite_differences") or {}).get("max_share")
-        if isinstance(fd.get("mismatched"), int) and isinstance(fd.get("checked"), int):
+        share = _dict(_dict(config.get("checks")).get("finite_differences")).get("max_share")
+        if _count(fd.get("mismatched")) is not None and _count(fd.get("checked")) is not None:
             if fd["mismatched"] == 0:  # a chunk flags only points that disagree
                 due["gradient-mismatch"] = False
             # over the share in total means over it in some chunk (each chunk flags its own)

@@ -13,7 +13,7 @@ from typing import Any
 from .. import __version__
 from ..errors import FxbenchError
 from ..io import atomic_write_json
-from .audit import PASS, audit_result
+from .audit import PASS, audit_result, audit_settings
 from .evidence import (
     AUDIT_SCHEMA,
     CI_SCHEMA,
@@ -66,6 +66,7 @@ def audit_entry(json_path: str | Path, *, nonce: str, submission: str | Path | N
     from ..publish import device_name
 
     check_nonce(nonce)
+    audit_settings(Path(json_path).parent.name)  # a version without an audit is refused before any work
     path, stored = _entry(json_path)
     version, sid = stored.version, stored.id
     sub_path = Path(submission) if submission is not None else Path("submissions") / sid / "model.yaml"
