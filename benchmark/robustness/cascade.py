@@ -258,9 +258,9 @@ def attack_chunk(model: CountingModel, x: torch.Tensor, y: torch.Tensor, ids: li
                     sel = todo[start : start + cfg.batch_size]
                     xb, yb = x[sel.to(device)], y_dev[sel.to(device)]
                     batch_ids = [ids[i] for i in sel.tolist()]
-                    attack, searched = build(entry, model, search, norm=b.aa_norm, eps=b.eps, device=device, logger=log,
-                                   seed=attack_seed(seed, b.id, spec.name, n_batch), options=spec.options,
-                                   rtol=cfg.search_margin_rtol)
+                    attack, searched = build(entry, model, search, norm=b.aa_norm, eps=b.eps, device=device,
+                                             logger=log, seed=attack_seed(seed, b.id, spec.name, n_batch),
+                                             options=spec.options, rtol=cfg.search_margin_rtol)
                     model.phase = spec.name
                     _sync(device)
                     t0 = time.perf_counter()
