@@ -68,26 +68,64 @@
     return p;
   }
 
-  function applyFilter(text) {
+  // The selects beside the text filter (index page): training kind, size band, architecture.
+  function selected(id) {
+    var e = document.getElementById(id);
+    return e ? e.value : "";
+  }
+
+  function passesSelects(row) {
+    var kind = selected("filter-training");
+    if (kind && row.getAttribute("data-training") !== kind) return false;
+    var arch = selected("filter-arch");
+    if (arch && row.getAttribute("data-arch") !== arch) return false;
+    var band = selected("filter-size");
+    if (band) {
+      var n = parseFloat(row.getAttribute("data-params"));
+      var lim = band.split("-").map(parseFloat);
+      if (isNaN(n) || n < lim[0] || n >= lim[1]) return false;
+    }
+    return true;
+  }
+
+  function describe(text) {
+    var parts = [];
+    if (text.trim()) parts.push("\u201c" + text.trim() + "\u201d");
+    document.querySelectorAll("select.row-filter").forEach(function (s) {
+      if (s.value) parts.push(s.options[s.selectedIndex].text);
+    });
+    return parts.join(", ");
+  }
+
+  function applyFilter() {
+    var input = document.getElementById("filter");
+    var text = input ? input.value : "";
     var words = text.toLowerCase().split(/\s+/).filter(Boolean);
+    var active = words.length > 0 || Array.prototype.some.call(
+      document.querySelectorAll("select.row-filter"), function (s) { return !!s.value; });
     document.querySelectorAll("table.sortable").forEach(function (table) {
       var shown = 0;
       Array.prototype.forEach.call(table.tBodies[0].rows, function (row) {
         if (row.classList.contains("reference")) return; // the rows to read the others against stay
         var t = row.textContent.toLowerCase();
-        row.hidden = !words.every(function (w) { return t.indexOf(w) >= 0; });
+        row.hidden = !(words.every(function (w) { return t.indexOf(w) >= 0; }) && passesSelects(row));
         if (!row.hidden) shown++;
       });
       var msg = noMatch(table);
-      msg.hidden = !(words.length && shown === 0);
+      msg.hidden = !(active && shown === 0 && table.tBodies[0].querySelector("tr:not(.reference)"));
       var noun = table.getAttribute("data-noun") || "submission";
-      msg.textContent = msg.hidden ? "" : "No " + noun + " matches \u201c" + text.trim() + "\u201d.";
+      msg.textContent = msg.hidden ? "" : "No " + noun + " matches " + describe(text) + ".";
     });
   }
 
   function setUpFilter(input) {
-    input.addEventListener("input", function () { applyFilter(input.value); });
-    if (input.value) applyFilter(input.value);
+    input.addEventListener("input", applyFilter);
+    document.querySelectorAll("select.row-filter").forEach(function (s) {
+      s.addEventListener("change", applyFilter);
+    });
+    if (input.value || selected("filter-training") || selected("filter-size") || selected("filter-arch")) {
+      applyFilter();
+    }
   }
 
   // Column chooser: a checkbox per column key; the choice applies to every board table on the page.
