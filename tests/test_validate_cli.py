@@ -98,8 +98,10 @@ def test_wrong_input_channels_fail_the_forward_check(tmp_path, cli):
     # Weights fit (3-channel timm model) but the yaml says 1 channel: conv sees 1 channel, says so.
     yaml_path = make_submission(tmp_path / "sub", channels=3)
     edit_yaml(yaml_path, lambda s: s["input"].update(channels=1, mean=[0.5], std=[0.2]))
-    # in_chans=3 stays in kwargs, so the weights load; the forward pass must then fail cleanly.
-    refused(cli("validate", yaml_path), "model check 'forward' failed: forward pass on a canonical batch")
+    # in_chans=3 stays in kwargs, so the weights load; the wrapper then refuses in words (issue 24), before the
+    # forward pass would fail with PyTorch's shape error.
+    refused(cli("validate", yaml_path), "input.channels is 1, but the network's first convolution 'conv1.0' "
+            "takes 3 channels: declare channels: 3")
 
 
 def test_symlink_out_of_the_folder(tmp_path, cli):
