@@ -259,7 +259,10 @@ class FewerSteps:
     def battery_config(self, battery, preset):
         config = self._d.battery_config(battery, preset)
         if battery == "robustness" and preset == "full":
-            config = {**config, "attacks": self._d.battery_config("robustness", "quick")["attacks"]}
+            quick = self._d.battery_config("robustness", "quick")["attacks"]
+            names = {a["name"] for a in quick}
+            at = {b: [a for a in listed if a in names] for b, listed in (config.get("attacks_at") or {}).items()}
+            config = {**config, "attacks": quick, "attacks_at": at}
         return config
 
 

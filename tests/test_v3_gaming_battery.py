@@ -199,13 +199,28 @@ def test_the_constant_classifier_stays_exact_and_ranked(tmp_path):
 
 
 def test_quick_square_is_flagged_as_a_smoke_test(tmp_path):
+    """v3's quick preset runs no black-box attack: its scope flag says so. A preset that runs Square with fewer
+    queries than `checks.black_box.min_queries` gets the weak-black-box flag; one with enough does not."""
     ev = kit_evalset()
-    quick, _ = run(wrap(honest_net()), ev, v3_config(), tmp_path)
-    flag = next(f for f in quick.flags if f.code == "weak-black-box")
+    quick, _ = run(wrap(honest_net()), ev, v3_config(), tmp_path / "quick")
+    assert "weak-black-box" not in codes(quick)
+    scope = next(f for f in quick.flags if f.code == "robustness-scope")
+    assert "black-box" in scope.message and "full preset" in scope.message
+
+    def with_square() -> dict:
+        full = yaml.safe_load((SPECS_DIR / "v3" / "robustness.yaml").read_text())["full"]
+        cfg = v3_config()
+        square = next(a for a in full["attacks"] if a["name"] == "square")
+        cfg["attacks"].append({**square, "n_queries": 20})
+        cfg["attacks_at"] = {"linf-4": ["apgd-margin", "square"]}
+        return cfg
+
+    weak, _ = run(wrap(honest_net()), ev, with_square(), tmp_path / "weak")
+    flag = next(f for f in weak.flags if f.code == "weak-black-box")
     assert "square (20 queries)" in flag.message and "full preset" in flag.message
-    enough = v3_config()
+    enough = with_square()
     enough["checks"]["black_box"]["min_queries"] = 20  # the full preset's 5,000 queries, in small
-    result, _ = run(wrap(honest_net()), ev, enough, tmp_path)
+    result, _ = run(wrap(honest_net()), ev, enough, tmp_path / "enough")
     assert "weak-black-box" not in codes(result)
 
 

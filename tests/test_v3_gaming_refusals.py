@@ -227,12 +227,12 @@ def test_the_clean_battery_and_the_robustness_battery_see_the_same_model(tmp_pat
     battery = RobustnessBattery()
     rcfg = v3_config(drop=("square", "fab"))
     with pytest.raises(ModelMisbehaviour, match="in the clean battery but"):
-        battery.run_shard("chunk-000", model=model, evalset=ev, config=rcfg, ctx=ctx)
+        battery.run_shard(battery.shards(ev, rcfg)[0], model=model, evalset=ev, config=rcfg, ctx=ctx)
     honest = wrap(honest_net())
     ctx.previous["clean"] = clean.finalize({k: clean.run_shard(k, model=honest, evalset=ev, config=cfg, ctx=ctx)
                                             for k in clean.shards(ev, cfg)}, model=honest, evalset=ev, config=cfg,
                                            ctx=ctx)
-    out = battery.run_shard("chunk-000", model=honest, evalset=ev, config=rcfg, ctx=ctx)
+    out = battery.run_shard(battery.shards(ev, rcfg)[0], model=honest, evalset=ev, config=rcfg, ctx=ctx)
     assert out.info["checks"]["consistency"]["compared_with_clean"] == 8
 
 

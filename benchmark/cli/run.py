@@ -207,6 +207,10 @@ def summary_blocks(s: RunSummary) -> list[tuple[str, list[tuple[str, str, str, s
             rows.append((m.method, _val(m.score), str(m.score.n or ""),
                          f"minus trivial: {_val(m.difference, signed=True)}, {how}"))
         blocks.append((head, rows))
+    if s.corruptions:
+        blocks.append(("3. Does it hold up on degraded radiographs? (noise, blur, contrast: the corruption battery, "
+                       "mean over its corruptions)",
+                       [(c.label, _val(c, signed="drop" in c.id), str(c.n or ""), c.note) for c in s.corruptions]))
     details = []
     if s.clean is not None:
         details.append((s.clean.score.label, _val(s.clean.score), str(s.clean.score.n or ""),
@@ -256,22 +260,6 @@ def print_summary(run: RunResult, console: Console) -> None:
     for f in r["flags"]:
         console.print(f"[yellow]flag {f['code']}:[/] {f['message']}")
     console.print(f"result: {run.out_dir / 'result.json'} (every metric with its CI and definition)")
-
-
-def corruption_rows(metrics: dict) -> list[tuple[str, str]]:
-    """v3 on: the corruption battery's pooled scores (ids through the one grammar; absent ids are skipped)."""
-    from ..results.metric_ids import CORRUPT, corrupt_id, mean_shift, try_parse
-
-    shift = mean_shift()
-    rows = [(corrupt_id(shift, "balanced_accuracy"), "corrupted balanced accuracy (mean)"),
-            (corrupt_id(shift, "balanced_accuracy", drop=True), "corruption drop (clean - corrupted)"),
-            (corrupt_id(shift, "sensitivity"), "corrupted sensitivity (mean)")]
-    for mid in sorted(metrics):
-        p = try_parse(mid)
-        if p is not None and p.family == CORRUPT and p.shift == shift and p.method is not None:
-            what = "drop under corruption" if p.variant else "under corruption (mean)"
-            rows.append((mid, f"{p.method}: {p.metric.replace('_', ' ')} {what}"))
-    return rows
 
 
 def _eval_split_counts() -> tuple[int, int] | None:

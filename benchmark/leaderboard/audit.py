@@ -222,11 +222,15 @@ def rerun_explanations(model, ev: EvalSet, config: dict[str, Any], s: AuditSetti
     """Localisation scores of the spec's deterministic maps on the sample's fractured images; and, for each
     method the result declares unsupported, whether it computes on one image (method -> what the audit saw)."""
     from ..explanations.config import parse_config
-    from ..explanations.maps import compute_maps, metric_inputs
+    from ..explanations.maps import compute_maps, for_localisation, metric_inputs
     from ..explanations.methods import UnsupportedMethod
     from ..models import strict_fp32
 
     cfg = parse_config(config)
+    unknown = sorted(set(s.xai_metrics) - set(cfg.localisation)) + sorted(set(s.xai_methods) - set(cfg.maps))
+    if unknown:  # a silent skip would audit less than the spec says
+        raise FxbenchError(f"audit settings: {', '.join(unknown)} not in the explanation battery's spec; the "
+                           f"audit can compare only the localisation metrics and maps the battery scores.")
     frac = [k for k in range(len(ev)) if int(ev.y[k]) == 1]
     x, masks = ev.x[frac].float(), ev.masks[frac].bool()
     ids = [ev.ids[k] for k in frac]
@@ -242,14 +246,13 @@ def rerun_explanations(model, ev: EvalSet, config: dict[str, Any], s: AuditSetti
             except UnsupportedMethod as e:
                 checked[name] = f"unsupported: {e.reason}"
         for name in s.xai_methods:
-            if name not in cfg.maps or name in unsupported or not ids:
+            if name in unsupported or not ids:
                 continue
             maps, _ = compute_maps(name, model, x, masks, cfg, seed, device)
-            inputs = metric_inputs(x, maps, masks, model, device, cfg, seed)
+            # the scale the battery scores at (v3 blurs every map but the mask ceiling; v1/v2 score the map)
+            inputs = metric_inputs(x, for_localisation(name, maps, cfg), masks, model, device, cfg, seed)
             for metric in s.xai_metrics:
-                choice = cfg.localisation.get(metric)
-                if choice is None:
-                    continue
+                choice = cfg.localisation[metric]
                 values = choice.metric.score(inputs, choice.params).values
                 scores[xai_id(name, metric)] = {i: float(v) for i, v in zip(ids, values, strict=True)}
     return scores, checked

@@ -85,8 +85,9 @@ LABEL_OFFSETS = tuple((dx, dy) for step in (4, 14, 24, 34, 44, 54) for dy in (st
 
 def place_labels(ax, points: list[Point], *, fontsize: float = 8) -> list:
     """Label each point without overlapping another label or a point (greedy, highest point first,
-    deterministic), and never nearer to another point than to its own; a thin leader line joins a label
-    moved away from its point. Returns the labels' display boxes."""
+    deterministic), and never nearer to another point than to its own where the points allow it (in a cluster
+    closer than a label's height they do not: the leader line then says whose label it is); a thin leader line
+    joins a label moved away from its point. Returns the labels' display boxes."""
     renderer = ax.figure.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
     marker = 4.0 * ax.figure.dpi / 72  # half a marker's side in pixels: labels keep off the points too
@@ -94,11 +95,13 @@ def place_labels(ax, points: list[Point], *, fontsize: float = 8) -> list:
     dots = [Bbox.from_extents(x - marker, y - marker, x + marker, y + marker) for x, y in xy]
     boxes: list = []
 
-    def fits(box, k: int) -> bool:
+    def fits(box, k: int, nearest_own: bool) -> bool:
         if not (frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1):
             return False
         if any(box.overlaps(b) for b in boxes) or any(box.overlaps(d) for j, d in enumerate(dots) if j != k):
             return False
+        if not nearest_own:
+            return True
         # the label's nearest point must be its own (distance from the box, not its centre)
         gaps = [math.hypot(max(box.x0 - x, 0, x - box.x1), max(box.y0 - y, 0, y - box.y1)) for x, y in xy]
         return gaps[k] <= min(gaps)
@@ -107,14 +110,16 @@ def place_labels(ax, points: list[Point], *, fontsize: float = 8) -> list:
     for k in order:
         p = points[k]
         chosen = None
-        for dx, dy in LABEL_OFFSETS:
+        # points closer than a label's height cannot all have the nearest label: then the leader line says whose
+        for dx, dy, nearest_own in [(dx, dy, True) for dx, dy in LABEL_OFFSETS] + [
+                (dx, dy, False) for dx, dy in LABEL_OFFSETS if abs(dy) > 4]:
             far = abs(dy) > 4
             ann = ax.annotate(p.label, (p.x, p.y), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize,
                               ha="left" if dx > 0 else "right", va="bottom" if dy > 0 else "top",
                               arrowprops={"arrowstyle": "-", "color": "#999", "lw": 0.5} if far else None)
             ann.update_positions(renderer)
             box = Text.get_window_extent(ann, renderer)  # the text alone, not its leader line
-            if fits(box, k):
+            if fits(box, k, nearest_own):
                 chosen = box
                 break
             ann.remove()

@@ -8,8 +8,9 @@
 2. Does it look at the fracture? Each attribution method's primary localisation score minus the best trivial
    map's (centre prior, anatomy, edges), per image, with its CI (``xai/<method>/<metric>/vs-best-ref``).
 
-Then the details (clean scores, sensitivity and specificity), the reference maps apart from the methods, and
-plain warnings: a constant or at-chance classifier ranks above every model an attack breaks, and its
+Then (v3 on) the corruption battery's means over its corruptions and their paired drops from clean (a
+constant classifier: 0.500 and a drop of 0), the details (clean scores, sensitivity and specificity), the
+reference maps apart from the methods, and plain warnings: a constant or at-chance classifier ranks above every model an attack breaks, and its
 explanation scores say nothing about where a fracture detector looks.
 """
 
@@ -19,7 +20,17 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .metric_ids import VS_REF, clean_id, robust_id, threat_parts, try_parse, xai_id
+from .metric_ids import (
+    CORRUPT,
+    VS_REF,
+    clean_id,
+    corrupt_id,
+    mean_shift,
+    robust_id,
+    threat_parts,
+    try_parse,
+    xai_id,
+)
 
 CHANCE = 0.5  # balanced accuracy of every constant classifier (and of a fair coin, in expectation)
 PRIMARY_DEFAULT = "relevance_mass_accuracy"  # v2's primary localisation score (leaderboard, scatter, findings)
@@ -76,6 +87,7 @@ class RunSummary:
     references: list[Score] = field(default_factory=list)  # reference maps on the primary metric
     best_reference: str | None = None
     details: list[Score] = field(default_factory=list)
+    corruptions: list[Score] = field(default_factory=list)  # v3 on: pooled over the preset's corruptions
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     flags: list[dict[str, str]] = field(default_factory=list)
@@ -206,9 +218,28 @@ def summarise(result: dict[str, Any], *, min_n_for_ci: int = MIN_N_FOR_CI,
         refs_scored = [sc for r in refs if (sc := _score(metrics, xai_id(r, metric), r, min_n_for_ci))]
         s.references = sorted(refs_scored, key=lambda sc: (sc.label == CEILING, -(sc.value or 0.0), sc.label))
 
+    s.corruptions = _corruption_scores(metrics, min_n_for_ci)
     s.warnings = _warnings(s, metrics, result)
     s.notes = _notes(s, result, eval_counts)
     return s
+
+
+def _corruption_scores(metrics: dict[str, Any], min_n: int) -> list[Score]:
+    """The corruption battery's pooled scores (mean over corruptions and severities), then each explanation
+    endpoint's; ids through the one grammar, absent ids skipped."""
+    shift = mean_shift()
+    rows = [(corrupt_id(shift, "balanced_accuracy"), "corrupted balanced accuracy (mean)",
+             f"a constant classifier: {CHANCE:.3f}"),
+            (corrupt_id(shift, "balanced_accuracy", drop=True), "corruption drop (clean - corrupted)",
+             "paired per image; a constant classifier: 0.000"),
+            (corrupt_id(shift, "sensitivity"), "corrupted sensitivity (mean)", ""),
+            (corrupt_id(shift, "specificity"), "corrupted specificity (mean)", "")]
+    for mid in sorted(metrics):
+        p = try_parse(mid)
+        if p is not None and p.family == CORRUPT and p.shift == shift and p.method is not None:
+            what = "drop under corruption" if p.variant else "under corruption (mean)"
+            rows.append((mid, f"{p.method}: {p.metric.replace('_', ' ')} {what}", ""))
+    return [sc for mid, label, note in rows if (sc := _score(metrics, mid, label, min_n, note)) is not None]
 
 
 def _budget_text(threat: str) -> str:

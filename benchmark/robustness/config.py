@@ -1,4 +1,4 @@
-"""The battery's preset mapping (from specs/v1/robustness.yaml) checked and turned into typed values."""
+"""The battery's preset mapping (from specs/<version>/robustness.yaml) checked and turned into typed values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from ..errors import FxbenchError
 from ..registry import Registry
 
-SPEC = "benchmark/specs/v1/robustness.yaml"
+SPEC = "robustness spec (benchmark/specs/<version>/robustness.yaml)"
 NORMS = {"linf": "Linf", "l2": "L2"}  # spec key -> pyautoattack's norm name
 
 
