@@ -1,4 +1,4 @@
-"""The contract every battery (clean, robustness, explanations) implements.
+"""The contract every battery (clean, robustness, explanations; corruptions from v3) implements.
 
 A battery splits its work into independent shards (component x chunk of samples). The runner persists each
 shard's output atomically as it finishes, so a killed run resumes where it stopped and a distributed executor

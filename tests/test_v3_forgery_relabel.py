@@ -44,14 +44,30 @@ def relabel() -> tuple[dict, pd.DataFrame]:
             df[f"robust/{b}/{m}"] = df[f"robust/linf-4/{m}"]
         df[f"robust/{b}/norm"] = linf_norm if b.startswith("linf") else np.minimum(df["robust/linf-4/norm"], 1.75)
     df["robust/linf/min_eps_broken"] = np.where(df["robust/linf-4/broken"], 1.0, df["robust/linf/min_eps_broken"])
+    # v3's corruption battery never ran on the source: the forger claims no drop under any corruption (every
+    # decision as clean, the saliency maps' enrichment at chance, 1, on the fractured images)
+    frac = df["label"] == 1
+    for mid, m in catalogue.items():
+        p = try_parse(mid)
+        for c in (m.column, *m.where) if p.family == "corrupt" else ():
+            if c in df.columns:
+                continue
+            if c.endswith("/correct"):
+                df[c] = df["clean/correct"]
+            elif c.endswith("/drop"):
+                df[c] = np.where(frac, 0.0, np.nan) if "/xai/" in c else 0.0
+            else:
+                df[c] = np.where(frac, 1.0, np.nan)
+    df = df.copy()
     unsupported = {}
     for mid, m in catalogue.items():
         p = try_parse(mid)
         if p.family == "xai" and p.method and any(c not in df.columns for c in (m.column, *m.where)):
             unsupported[p.method] = "not supported by this model"
-    for c in [c for c in df.columns if (p := try_parse(c)) and p.method in unsupported]:
+    for c in [c for c in df.columns if (p := try_parse(c)) and p.family == "xai" and p.method in unsupported]:
         df[c] = np.nan
-    defs = [m for mid, m in catalogue.items() if try_parse(mid).method not in unsupported]
+    defs = [m for mid, m in catalogue.items()
+            if not ((p := try_parse(mid)).family == "xai" and p.method in unsupported)]
     metrics = compute_metrics(df, defs, n_resamples=BOOT["n_resamples"], seed=BOOT["seed"])
     b = result["benchmark"]
     b.update(version="v3", preset="full", config=d.resolved("full"), config_hash=d.config_hash("full"))

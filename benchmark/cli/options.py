@@ -22,7 +22,8 @@ Overwrite = Annotated[bool, typer.Option(
     "--overwrite", help="Replace OUT/<id>/ even if it holds a run with other data, preset, --limit or seed.")]
 Battery = Annotated[list[str] | None, typer.Option(
     "--battery", metavar="NAME",
-    help="Run only this battery (repeatable): clean, robustness, explanations [default: all].")]
+    help="Run only this battery (repeatable): clean, robustness, explanations, corruptions (v3 on) "
+         "[default: all the version's].")]
 Executor = Annotated[str, typer.Option(
     "--executor", help="local (this process) | ray (shards as Ray tasks; extra fxbench[ray]).")]
 RayAddress = Annotated[str | None, typer.Option(

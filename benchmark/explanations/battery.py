@@ -37,7 +37,7 @@ from .methods import METHODS, UnsupportedMethod
 from .metrics import MetricInputs, Scores
 from .perturbed import perturbed_inputs
 from .selection import BATTERY, RunSeeds, first_fractured_ids, shard_keys, shard_rows, sub_seed
-from .summaries import add_vs_reference, check_completeness, summarise
+from .summaries import check_completeness, summarise, vs_reference_columns
 from .under_attack import score_under_attack
 
 
@@ -229,11 +229,11 @@ class ExplanationBattery:
         with_adv = any(o.info.get("under_attack", {}).get("status") == "computed" for o in outputs.values())
         metrics = self.metric_defs(cfg, with_adv=with_adv)
         info, flags = summarise(outputs, cfg, with_adv)
-        add_vs_reference(samples, cfg, info)
+        samples = pd.concat([samples, vs_reference_columns(samples, cfg, info)], axis=1)
         check_completeness(samples, cfg, info, flags)
-        for m in metrics:
-            if m.column not in samples:
-                samples[m.column] = np.nan
+        absent = [m.column for m in metrics if m.column not in samples]
+        if absent:
+            samples = pd.concat([samples, pd.DataFrame(np.nan, index=samples.index, columns=absent)], axis=1)
         files = gallery_files(
             model, evalset, cfg, ctx, skip=set(info["unsupported"]), device=model_device(model, ctx.device)
         )

@@ -69,13 +69,15 @@ def summarise(outputs: dict[str, ShardOutput], cfg: XaiConfig, with_adv: bool) -
     return info, flags
 
 
-def add_vs_reference(samples: pd.DataFrame, cfg: XaiConfig, info: dict) -> None:
+def vs_reference_columns(samples: pd.DataFrame, cfg: XaiConfig, info: dict) -> pd.DataFrame:
     """Per image: the method's score minus the best trivial reference's score on the same image (the
     reference with the best mean (v3 enrichment: median) on this result's images, per metric). A method that does not beat
-    what a map knowing nothing about the model gets shows it here, with a paired CI."""
+    what a map knowing nothing about the model gets shows it here, with a paired CI. Returns the new columns
+    (one frame, joined once by the caller: a column at a time fragments a wide frame); the choice in ``info``."""
     vs = cfg.vs_reference
+    out: dict[str, Any] = {}
     if vs is None:
-        return
+        return pd.DataFrame(out, index=samples.index)
     best: dict[str, str | None] = {}
     for metric in vs.metrics:
         m = cfg.localisation[metric].metric
@@ -92,11 +94,9 @@ def add_vs_reference(samples: pd.DataFrame, cfg: XaiConfig, info: dict) -> None:
             if col not in samples:
                 continue
             d = column(name, metric, VS_REF)
-            if ref is None:
-                samples[d] = np.nan
-                continue
-            samples[d] = samples[col] - samples[column(ref, metric)]
+            out[d] = np.nan if ref is None else samples[col] - samples[column(ref, metric)]
     info["best_reference"] = best
+    return pd.DataFrame(out, index=samples.index)
 
 
 def check_completeness(samples: pd.DataFrame, cfg: XaiConfig, info: dict, flags: list[Flag]) -> None:

@@ -74,7 +74,7 @@ def _pooled_table(t: BoardTable, *, link_root: str) -> str:
         cells = [td(f"<em>reference: {escape(ref.name)}</em>", cls="sub"), td("")]
         cells += [_cell(_value(None, ref, k), None) for k, _ in keys]
         body.append(f"<tr class=\"reference\">{''.join(cells)}</tr>")
-    tid = f"corruptions-{t.version}-{t.preset}" + ("-flagged" if t.kind == "flagged" else "")
+    tid = f"corruptions-{t.version}-{t.preset}" + ("-" + t.kind if t.unranked else "")
     return (f"<table class=\"threat sortable filterable\" id=\"{escape(tid)}\">\n<thead><tr>{head}</tr></thead>\n"
             "<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>")
 
@@ -136,7 +136,8 @@ def corruption_page(version: str, tables: list[BoardTable], *, links: Links = Li
     parts = [f"<h1>Natural corruptions, benchmark {escape(version)}</h1>", f"<p>{escape(READING)}</p>"]
     for t in shown:
         title = {"main": "Full preset", "quick": "Quick preset (reduced: not leaderboard-grade)",
-                 "flagged": "Flagged: not ranked"}[t.kind]
+                 "flagged": "Flagged: not ranked",
+                 "unranked": "Not ranked: flagged, or no evidence that the run happened"}[t.kind]
         results = [row.result for row in t.rows]
         parts.append(f"<h2>{escape(title)}</h2>\n" + _pooled_table(t, link_root=""))
         parts.append(_stability_rows(results, t.min_n_for_ci))
@@ -153,7 +154,7 @@ def markdown_section(version: str, tables: list[BoardTable]) -> str:
     out = []
     for t in tables:
         results = [row.result for row in t.rows]
-        if not results or t.kind == "flagged" or not has_corruptions(results):
+        if not results or t.unranked or not has_corruptions(results):
             continue
         keys = _severity_keys(results)
         rows = [[f"`{r.id}`"] + [fmt.metric(r.metrics.get(k), min_n=t.min_n_for_ci) or fmt.NA for k, _ in keys]

@@ -144,7 +144,8 @@ def primary_metric(result: dict[str, Any]) -> str | None:
     """The version's primary localisation score: the explanation battery's ``primary`` key where the result's
     config defines one (v3 on), else relevance mass (v2); None when the result has no explanation scores."""
     cfg = _config(result, "explanations")
-    declared = cfg.get("primary") or (cfg.get("vs_reference") or {}).get("primary")
+    declared = (cfg.get("primary_endpoint") or cfg.get("primary")  # v3: `primary_endpoint` (shuffled AUC)
+                or (cfg.get("vs_reference") or {}).get("primary"))
     metrics = result.get("metrics") or {}
     found = {p.metric for mid in metrics if (p := try_parse(mid)) is not None and p.headline}
     for name in (declared, PRIMARY_DEFAULT):
@@ -305,7 +306,9 @@ def _notes(s: RunSummary, result: dict[str, Any], eval_counts: tuple[int, int] |
                      f"+-{half * ratio:.2f} (`fxbench data prepare`)")
         out.append(text + ".")
     if s.methods and s.primary_metric:
-        names = {"relevance_mass_accuracy": "relevance mass (the share of the map inside the expert mask)"}
+        names = {"relevance_mass_accuracy": "relevance mass (the share of the map inside the expert mask)",
+                 "shuffled_auc": "shuffled AUC (this image's fracture pixels against where other images' "
+                                 "fractures lie: a position prior scores 0.500)"}
         out.append(f"explanations are read on {names.get(s.primary_metric, s.primary_metric.replace('_', ' '))}, "
                    "each method minus the best trivial map on the same image; every other score is in result.json.")
     return out
