@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-BENCHMARK_VERSION = "v3"
+BENCHMARK_VERSION = "v2"
 
 # The Python API, RobustBench-style (issue 13): `import fxbench` stays light (no torch); a sub-package or
 # an entry point is imported on first use, so `fxbench.data.load(...)` works without `import fxbench.data`.
