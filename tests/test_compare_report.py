@@ -117,6 +117,29 @@ def test_a_bare_id_means_the_current_version(tmp_path):
     assert resolve_result(f"v1/{sid}", results_dir=results).path.parent.name == "v1"
 
 
+def test_two_bare_ids_mean_the_newest_version_holding_both(tmp_path):
+    """One model re-run in a newer version must not turn a comparison both have in v1 into a cross-version
+    error; once both are in the newer version, that one is compared."""
+    from fxbench.leaderboard.compare import resolve_pair
+
+    results = F.make_store(tmp_path / "results", F.DEFAULT_FAKES[:2])
+    a, b = (f.id for f in F.DEFAULT_FAKES[:2])
+
+    def copy_to(version: str, sid: str) -> None:
+        (results / version).mkdir(exist_ok=True)
+        for suffix in (".json", ".parquet"):
+            (results / version / f"{sid}{suffix}").write_bytes((results / "v1" / f"{sid}{suffix}").read_bytes())
+
+    copy_to("v3", a)
+    ra, rb = resolve_pair(a, b, results_dir=results)
+    assert ra.path.parent.name == rb.path.parent.name == "v1"
+    copy_to("v3", b)
+    ra, rb = resolve_pair(a, b, results_dir=results)
+    assert ra.path.parent.name == rb.path.parent.name == "v3"
+    ra, rb = resolve_pair(f"v1/{a}", b, results_dir=results)  # a named version is kept as named
+    assert (ra.path.parent.name, rb.path.parent.name) == ("v1", "v3")
+
+
 def test_the_docs_examples_run_on_the_committed_results(cli, monkeypatch):
     import shlex
 

@@ -97,12 +97,11 @@ def compare(
     CIs and p-values adjusted for the number of comparisons (Holm by default)."""
     from ..errors import FxbenchError
     from ..io import canonical_json
-    from ..leaderboard.compare import compare_results, format_table, resolve_result
+    from ..leaderboard.compare import compare_results, format_table, resolve_pair
 
     if resamples is not None and resamples < 1:
         raise FxbenchError(f"--resamples {resamples}: need at least 1")
-    ra = resolve_result(a, results_dir=results)
-    rb = resolve_result(b, results_dir=results)
+    ra, rb = resolve_pair(a, b, results_dir=results)
     c = compare_results(ra, rb, prefixes=tuple(metric or ()), n_resamples=resamples, seed=seed,
                         select="all" if all_metrics else "headline", correction=correction)
     for w in c.warnings:  # on stderr too: a script reading --json still sees it

@@ -50,7 +50,7 @@ from .stats import (
 from .store import VERSION_RE, read_json, read_samples, samples_path
 
 __all__ = ["CORRECTIONS", "adjust_p", "compare_results", "fmt_p", "format_table", "grouped_difference", "p_value",
-           "paired_difference", "resolve_result"]
+           "paired_difference", "resolve_pair", "resolve_result"]
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,24 @@ def resolve_result(ref: str, *, results_dir: str | Path) -> LoadedResult:
     result = read_json(path)
     samples = read_samples(samples_path(path, result), result, path)
     return LoadedResult(ref=ref, path=path, result=result, samples=samples)
+
+
+def resolve_pair(a: str, b: str, *, results_dir: str | Path) -> tuple[LoadedResult, LoadedResult]:
+    """Two results to compare. Two bare ids mean the newest version holding *both* (a v3 result of one model
+    must not turn a comparison both have in v2 into a cross-version error); otherwise each as
+    ``resolve_result``."""
+    root = Path(results_dir)
+    if all(_bare_id(r) for r in (a, b)):
+        both = [f for f in root.glob("v*") if VERSION_RE.match(f.name)
+                and (f / f"{a}.json").is_file() and (f / f"{b}.json").is_file()]
+        if both:
+            v = max(both, key=lambda f: int(f.name[1:])).name
+            return resolve_result(f"{v}/{a}", results_dir=root), resolve_result(f"{v}/{b}", results_dir=root)
+    return resolve_result(a, results_dir=root), resolve_result(b, results_dir=root)
+
+
+def _bare_id(ref: str) -> bool:
+    return "/" not in ref and "," not in ref and not Path(ref).exists()
 
 
 def _lookup_id(ref: str, root: Path) -> Path:
