@@ -380,13 +380,20 @@ def test_the_committed_site_opens_on_results_with_references_and_fits_1400_px(br
     # Paper and extra data are shown without opening the column chooser.
     assert visible(b, f"#{first['id']} th[data-col='paper']") and visible(b, f"#{first['id']} th[data-col='extra_data']")
 
-    # The explanation column's reference row holds the best trivial map's value (the edge map on relevance
-    # mass in v2), the same number as in the result files.
-    col = col_index(b, first["id"], "xai/saliency/relevance_mass_accuracy")
+    # The explanation column shown by default is the version's headline (v2: relevance mass; v3: its primary
+    # endpoint, shuffled AUC), and its reference row holds the best trivial map's value, the same number as
+    # in the result files (the edge map on both).
+    version = first["id"].split("-")[1]
+    stored = json.loads((COMMITTED.parent / "results" / version / "fxb-resnet10t-pgdat-v2.json").read_text())
+    metric = stored["benchmark"]["config"]["batteries"]["explanations"].get("primary_endpoint",
+                                                                           "relevance_mass_accuracy")
+    key = f"xai/saliency/{metric}"
+    assert visible(b, f"#{first['id']} th[data-col='{key}']")
+    col = col_index(b, first["id"], key)
     cell = b.js(f"(() => {{ const c = document.querySelector('#{first['id']} tr.trivial-map').cells[{col}];"
                 "return [c.dataset.value, c.textContent]; })()")
-    stored = json.loads((COMMITTED.parent / "results" / "v2" / "fxb-resnet10t-pgdat-v2.json").read_text())
-    edge = stored["metrics"]["xai/ref_edge/relevance_mass_accuracy"]["value"]
+    edge = stored["metrics"][f"xai/ref_edge/{metric}"]["value"]
+    assert stored["components"]["explanations"]["best_reference"][metric] == "ref_edge"
     assert float(cell[0]) == pytest.approx(edge) and "edge map" in cell[1] and f"{edge:.3f}" in cell[1]
 
     # The training filter keeps standard-trained models (and every reference row).

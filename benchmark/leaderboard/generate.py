@@ -106,7 +106,7 @@ def build_leaderboard(
         for t in tables:
             if t.unranked or not t.rows:
                 continue
-            lay = layout if ranking is None else replace(layout, scatter_y=ranking.rank_by[0])
+            lay = layout if ranking is None else replace(ranked_layout(layout, ranking), scatter_y=ranking.rank_by[0])
             scatters.append((t.preset, _scatters(t, lay, files)))
         for r in results:
             # the curve plots the version's robust metric (v2: balanced accuracy), as its tables do
@@ -135,8 +135,10 @@ def build_leaderboard(
                                                                          links=links).encode()
         md_scatters = [f"{SITE}/{images[0][1]}" for _, images in scatters if images]
         md_versions.append((version, note, tables, view, md_scatters))
-        ref = best_trivial_map([row.result for t in tables for row in t.rows], layout.scatter_x)
+        shown = layout if ranking is None else ranked_layout(layout, ranking)
+        ref = best_trivial_map([row.result for t in tables for row in t.rows], shown.scatter_x)
         sections.append({"version": version, "note": note, "tables": tables, "scatters": scatters,
+                         "headline_xai": xai_id(layout.scatter_default_method, shown.localisation[0]),
                          "gallery": has_gallery, "corruptions": corruption_html is not None,
                          "scatter_reference": ref[0] if ref else None,
                          "robust_metric": ranking.robust_metric if ranking is not None else layout.robust_metric})

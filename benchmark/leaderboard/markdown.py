@@ -146,7 +146,7 @@ def render(
                            f"{methods_table(view, view.per_submission[sid])}\n\n</details>\n")
         out += [c for c in [corruption_view.markdown_section(version, tables)] if c]  # v3 on
         for path in scatters:
-            out.append("### Robust accuracy against relevance-mass accuracy\n\nOne point per submission, 95% CI "
+            out.append("### Robustness against the headline localisation score\n\nOne point per submission, 95% CI "
                        f"bars; other attribution methods on the site.\n\n![scatter plot]({path})\n")
     return "\n".join(out)
 

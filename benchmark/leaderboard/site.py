@@ -76,8 +76,8 @@ class _Col:
 def _site_columns(t: BoardTable, *, headline_xai: str) -> list[_Col]:
     """The board's columns with the submission facts after the name; a compact set shown by default (rank,
     submission, architecture, training, the first clean score, the headline robust score, the default
-    method's headline localisation score, the mean corrupted score from v3 on, flags); the column chooser
-    shows the rest."""
+    method's headline localisation score, the mean corrupted score from v3 on, flags, and in full-preset
+    tables the evidence); the column chooser shows the rest."""
     first_clean = next((c.key for c in t.columns if c.group == "clean"), None)
     headline = t.rank_by[0] if t.rank_by else None
     out = []
@@ -86,7 +86,9 @@ def _site_columns(t: BoardTable, *, headline_xai: str) -> list[_Col]:
             on = c.key in (first_clean, headline, headline_xai, corruption_columns.MEAN_BA)
             out.append(_Col(c.key, c.header, "number", on))
         else:
-            out.append(_Col(c.key, c.header, "text" if c.key != "rank" else "number", c.key in ALWAYS_ON))
+            # evidence (of a full-preset run) says nothing in a quick table: every row there is "none"
+            on = c.key in ALWAYS_ON and not (c.key == "evidence" and t.preset != "full")
+            out.append(_Col(c.key, c.header, "text" if c.key != "rank" else "number", on))
         if c.key == "submission":
             out += [_Col(k, h, kind, k in ALWAYS_ON) for k, h, kind in INFO]
     return out
@@ -289,7 +291,8 @@ EMPTY_FULL_AFTER = ("No full-preset results yet: this table fills as submissions
 
 def index(sections: list[dict[str, Any]], *, links: Links = Links(), headline_xai: str = "") -> str:
     """sections: one per version with keys version, note, tables, scatters [(preset, [(method, src)])],
-    robust_metric, scatter_reference (the best trivial map's name on the scatter's x score, or None)."""
+    robust_metric, scatter_reference (the best trivial map's name on the scatter's x score, or None) and
+    optionally headline_xai (the version's headline localisation column, shown by default)."""
     parts = [
         "<h1>fxbench leaderboard</h1>",
         ("<p>Fracture classifiers on FracAtlas radiographs: does a model still find the fracture under attack "
@@ -315,8 +318,9 @@ def index(sections: list[dict[str, Any]], *, links: Links = Links(), headline_xa
                 title = TITLES[t.kind]
             text = EMPTY_FULL_AFTER if moved and t.preset == "full" and not t.rows and t.kind == "main" else t.note
             note = f"<p class=\"note empty-state\">{escape(text)}</p>\n" if text else ""
-            parts.append(f"<h3>{escape(title)}</h3>\n{note}{column_chooser(t, headline_xai=headline_xai)}\n"
-                         f"{board_table(t, link_root='', headline_xai=headline_xai)}")
+            hx = s.get("headline_xai") or headline_xai  # v3: the version's primary endpoint
+            parts.append(f"<h3>{escape(title)}</h3>\n{note}{column_chooser(t, headline_xai=hx)}\n"
+                         f"{board_table(t, link_root='', headline_xai=hx)}")
             if t.rows and not t.unranked:
                 parts.append(threat_tables(t, s.get("robust_metric") or "accuracy"))
                 parts += [c for c in [corruption_view.site_table(t)] if c]  # v3 on: natural corruptions

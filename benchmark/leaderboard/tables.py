@@ -69,6 +69,9 @@ class Ranking:
     n_fracture: int
     reference_submissions: frozenset[str] = frozenset()  # trivial references the version names: never ranked
     require_evidence: frozenset[str] = frozenset()  # v3: a full result is ranked only with one of these (evidence.py)
+    # v3: the explanation battery's primary endpoint (shuffled AUC): the headline localisation column and the
+    # scatter's x, from the version's spec; None keeps the layout's (relevance mass)
+    primary_localisation: str | None = None
 
     @property
     def robust_metric(self) -> str:
@@ -196,7 +199,11 @@ def version_ranking(version: str) -> Ranking | None:
     need = frozenset(sec.get("require_evidence") or ())
     if not need <= set(LEVELS):
         raise ValueError(f"benchmark {version}: require_evidence {sorted(need)} names levels other than {LEVELS}")
+    primary = None
+    if "explanations" in d.raw.get("batteries", ()):
+        primary = d.battery_config("explanations", "full").get("primary_endpoint")
     return Ranking(
+        primary_localisation=primary,
         require_evidence=need,
         rank_by=tuple(sec["rank_by"]),
         unranked_flags=frozenset(sec.get("unranked_flags") or ()),
@@ -233,7 +240,12 @@ def reference_rows(ranking: Ranking, budget_ids: list[str]) -> list[ReferenceRow
 def ranked_layout(layout: Layout, ranking: Ranking) -> Layout:
     """The version's rules over the layout: its sort keys, balanced accuracy as the clean and robust column."""
     clean = ("clean/balanced_accuracy", "clean/sensitivity", "clean/specificity")
-    return replace(layout, rank_by=ranking.rank_by, clean=clean, robust_metric=ranking.robust_metric)
+    out = replace(layout, rank_by=ranking.rank_by, clean=clean, robust_metric=ranking.robust_metric)
+    primary = ranking.primary_localisation
+    if primary is None:
+        return out
+    rest = tuple(m for m in layout.localisation if m != primary)
+    return replace(out, localisation=(primary, *rest[: max(len(rest), 1) - 1]), scatter_x=primary)
 
 
 def unranked_reason(r: StoredResult, ranking: Ranking) -> str:
