@@ -36,7 +36,7 @@ def refused(result: dict, df: pd.DataFrame, *needles: str) -> str:
 
 
 @pytest.mark.parametrize("sid", sorted(p.stem for p in V2.glob("*.json")) + [
-    f"../v1/{p.stem}" for p in sorted((V2.parent / "v1").glob("*.json"))])
+    f"../{v}/{p.stem}" for v in ("v1", "v3") for p in sorted((V2.parent / v).glob("*.json"))])
 def test_every_committed_result_is_consistent(sid):
     result, df = genuine(sid)
     check_consistency(result, df, source=sid)  # v1 and v2 alike: the rules are the batteries' own
@@ -117,6 +117,25 @@ def test_explanation_columns_must_agree_with_the_clean_and_robust_outcomes():
     f = df.copy()
     f.loc[f.index[f["label"] == 0][:1], "xai/saliency/relevance_mass_accuracy"] = 0.9
     refused(result, f, "has scores on images without a fracture")
+
+
+def test_v3_fixed_step_points_may_flip_what_the_cascade_left_robust():
+    """v3 attacks the explanation images itself (APGD-CE at exactly eps, no early stopping), so its flip need
+    not be the cascade's break: the committed TRADES-v2 v3 result has one image the fixed-step point flipped
+    and the quick cascade did not break. Where no attacked point can exist, a flip is still refused."""
+    v3 = V2.parent / "v3"
+    result = json.loads((v3 / "fxb-resnet10t-trades-v2.json").read_text())
+    df = pd.read_parquet(v3 / "fxb-resnet10t-trades-v2.parquet")
+    assert result["benchmark"]["config"]["batteries"]["explanations"]["under_attack"]["points"] == "fixed_step"
+    f = df["xai/adv-linf-4/flipped"].to_numpy()
+    assert (np.isfinite(f) & (f != df["robust/linf-4/broken"].to_numpy())).sum() >= 1
+    check_consistency(result, df, source="v3")
+    forged = df.copy()
+    forged.loc[forged.index[(forged["label"] == 1) & (forged["clean/correct"] == 0)][:1], "xai/adv-linf-4/flipped"] = 0.0
+    refused(result, forged, "is given where no attacked point can be stored")
+    v2_rules = copy.deepcopy(result)  # the same rows under the cascade's points (v2) contradict each other
+    v2_rules["benchmark"]["config"]["batteries"]["explanations"]["under_attack"]["points"] = "cascade"
+    refused(v2_rules, df, "xai/adv-linf-4/flipped is not robust/linf-4/broken")
 
 
 def test_dropping_a_column_to_skip_its_rule_is_refused():

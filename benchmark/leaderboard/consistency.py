@@ -12,8 +12,10 @@ a genuine result always passes, whatever the model; a result whose rows were edi
   within a norm, a larger budget never has more correct points, and a point broken at two budgets keeps the
   same attack and norm (the cascade keeps the first adversarial example); ``min_eps_broken`` is the smallest
   L-inf budget that broke the point (0 when misclassified clean);
-- explanations: scores only on fractured images; ``detected`` is the clean prediction; ``flipped`` is
-  ``broken`` where an attacked point was stored;
+- explanations: scores only on fractured images; ``detected`` is the clean prediction; ``flipped`` is given
+  only where an attacked point can exist (fractured, correct clean), and is ``broken`` where the point is the
+  cascade's (v1/v2); v3's fixed-step points come from another attack (APGD-CE at exactly eps, in the
+  explanation battery), which may flip a point the cascade's early-stopped attacks left robust;
 - components: the robustness curve's accuracy, points entering each budget and breaks per attack are the
   per-sample file's;
 - flags re-derived where the files allow: ``quick-preset`` iff the preset is not full; Square's
@@ -114,7 +116,8 @@ def check_consistency(result: dict[str, Any], df: pd.DataFrame, *, source: str) 
     clean_correct = _clean(df, out)
     config = (result.get("benchmark", {}).get("config") or {}).get("batteries", {}).get("robustness") or {}
     first = _robust(df, clean_correct, config, out)
-    _xai(df, clean_correct, out)
+    xai = (result.get("benchmark", {}).get("config") or {}).get("batteries", {}).get("explanations") or {}
+    _xai(df, clean_correct, (xai.get("under_attack") or {}).get("points"), out)
     _components(result, df, clean_correct, first, out)
     _flags(result, df, first, config, out)
     if out.items:
@@ -183,7 +186,7 @@ def _robust(df: pd.DataFrame, clean_correct: np.ndarray, config: dict, out: _Pro
     return first
 
 
-def _xai(df: pd.DataFrame, clean_correct: np.ndarray, out: _Problems) -> None:
+def _xai(df: pd.DataFrame, clean_correct: np.ndarray, points: str | None, out: _Problems) -> None:
     fractured = _floats(df, LABEL) == 1
     scores = [c for c in df.columns if (p := try_parse(c)) is not None and p.family == XAI and p.method is not None]
     for c in scores:
@@ -207,7 +210,8 @@ def _xai(df: pd.DataFrame, clean_correct: np.ndarray, out: _Problems) -> None:
         broken = df[col].to_numpy() == True  # noqa: E712
         out.where(np.isfinite(f) & ~(fractured & clean_correct), f"{c} is given where no attacked point can be "
                   "stored (misclassified clean, or no fracture)")
-        out.where(np.isfinite(f) & (f != broken), f"{c} is not {col}")
+        if points != "fixed_step":  # v1/v2: the cascade's stored point; v3 makes its own (another attack)
+            out.where(np.isfinite(f) & (f != broken), f"{c} is not {col}")
 
 
 def _curve_counts(df: pd.DataFrame, clean_correct: np.ndarray, first: dict[str, np.ndarray], budget: str):
