@@ -48,39 +48,7 @@ echo "=== gpu_v2.sh $(date -u +%FT%TZ) device=$DEVICE stash=$STASH deadline=${DE
 git -C "$ROOT" rev-parse --short HEAD 2>/dev/null | sed 's/^/tree commit: /'
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 
-# 1. Payload: stash this call's part; unpack once all parts are here.
-if [ -z "$DATA" ]; then
-  python3 ops/gpu/gpu_v2.py assemble --stash "$STASH" --repo "$ROOT"
-  rc=$?
-  if [ $rc -ne 0 ]; then
-    echo "=== payload incomplete: part stashed on this machine; run the next call (carry the next .gpu/call-N)"
-    exit 0
-  fi
-  DATA=$STASH/payload/data
-fi
-PAYLOAD=$STASH/payload
-
-# 2. Python environment: fxbench from this tree; its missing dependencies from the carried wheels.
-if ! python3 -c 'import fxbench.cli, pydantic, datasets, captum, quantus, pyautoattack, jsonschema, platformdirs' 2>/dev/null; then
-  SITE=$STASH/site
-  if [ ! -f "$SITE/.installed" ] && [ -d "$PAYLOAD/whl" ]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$PAYLOAD"/whl/*.whl \
-      && cp -r "$PAYLOAD"/src/* "$SITE"/ && touch "$SITE/.installed"
-  fi
-  mkdir -p "$STASH/pkg" && ln -sfn "$ROOT/benchmark" "$STASH/pkg/fxbench"
-  export PYTHONPATH=$STASH/pkg:$SITE${PYTHONPATH:+:$PYTHONPATH}
-fi
-python3 -c 'import fxbench, torch, timm; print("fxbench", fxbench.__file__, "| torch", torch.__version__, "| timm", timm.__version__, "| cuda", torch.cuda.is_available())' \
-  || { echo "=== fxbench cannot be imported: see above"; exit 1; }
-
-# 3. What came back from earlier calls on this machine is on the lead's side: do not ship it again.
-python3 ops/gpu/gpu_v2.py mark-shipped --work "$WORK"
-if [ $PACK_ONLY = 1 ]; then
-  python3 ops/gpu/gpu_v2.py pack --work "$WORK" --out "$OUT"; ls -la "$OUT"; exit 0
-fi
-RESUME=()
-[ -z "$RESUME_DIR" ] && [ -d "$PAYLOAD/resume" ] && RESUME_DIR=$PAYLOAD/resume
-[ -n "$RESUME_DIR" ] && [ ! -f "$WORK/.resumed" ] && RESUME=(--resume "$RESUME_DIR") && touch "$WORK/.resumed"
+source ops/gpu/window_setup.sh  # 1. payload, 2. environment, 3. shipped / pack-only / resume
 
 # 4. The plan, under the deadline (seconds left for the whole script, minus what setup took).
 LEFT=$(( DEADLINE - ($(date +%s) - START) ))
