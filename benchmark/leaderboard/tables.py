@@ -244,8 +244,9 @@ def ranked_layout(layout: Layout, ranking: Ranking) -> Layout:
     primary = ranking.primary_localisation
     if primary is None:
         return out
-    rest = tuple(m for m in layout.localisation if m != primary)
-    return replace(out, localisation=(primary, *rest[: max(len(rest), 1) - 1]), scatter_x=primary)
+    # the primary endpoint first, as many headline columns as the layout asks for
+    shown = (primary, *(m for m in layout.localisation if m != primary))[: len(layout.localisation)]
+    return replace(out, localisation=shown, scatter_x=primary)
 
 
 def unranked_reason(r: StoredResult, ranking: Ranking) -> str:
